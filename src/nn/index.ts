@@ -1,0 +1,3 @@
+export * from "./activations.js";
+export * from "./layers.js";
+export * from "./module.js";

@@ -1,0 +1,116 @@
+// Basic layers with PyTorch's parameter names and default initialisation.
+import { type CreateOptions, empty, ones, zeros } from "../torch/creation.js";
+import type { DType } from "../torch/dtype.js";
+import * as F from "../torch/functional.js";
+import type { Tensor } from "../torch/tensor.js";
+import { Module } from "./module.js";
+
+export interface LayerOptions {
+  dtype?: DType;
+}
+
+function co(o: LayerOptions | undefined): CreateOptions {
+  return { dtype: o?.dtype ?? "float32" };
+}
+
+export class Linear extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: LayerOptions & { bias?: boolean } = {},
+  ) {
+    super();
+    // PyTorch's default: kaiming_uniform(a=√5) = U(−1/√in, 1/√in), bias the same.
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.weight = this.registerParameter("weight", empty([outFeatures, inFeatures], co(opts)).uniform_(-bound, bound));
+    this.bias =
+      opts.bias === false ? null : this.registerParameter("bias", empty([outFeatures], co(opts)).uniform_(-bound, bound));
+  }
+  forward(x: Tensor): Tensor {
+    return F.linear(x, this.weight, this.bias);
+  }
+}
+
+export class Embedding extends Module {
+  readonly weight: Tensor;
+  constructor(
+    readonly numEmbeddings: number,
+    readonly embeddingDim: number,
+    opts: LayerOptions & { paddingIdx?: number } = {},
+  ) {
+    super();
+    this.weight = this.registerParameter("weight", empty([numEmbeddings, embeddingDim], co(opts)).normal_(0, 1));
+  }
+  forward(ids: Tensor): Tensor {
+    return F.embedding(this.weight, ids);
+  }
+}
+
+export class LayerNorm extends Module {
+  readonly weight: Tensor | null;
+  readonly bias: Tensor | null;
+  readonly normalizedShape: number[];
+  constructor(
+    normalizedShape: number | number[],
+    readonly eps = 1e-5,
+    opts: LayerOptions & { elementwiseAffine?: boolean; bias?: boolean } = {},
+  ) {
+    super();
+    this.normalizedShape = typeof normalizedShape === "number" ? [normalizedShape] : normalizedShape;
+    const affine = opts.elementwiseAffine ?? true;
+    this.weight = affine ? this.registerParameter("weight", ones(this.normalizedShape, co(opts))) : null;
+    this.bias = affine && opts.bias !== false ? this.registerParameter("bias", zeros(this.normalizedShape, co(opts))) : null;
+  }
+  forward(x: Tensor): Tensor {
+    return F.layerNorm(x, this.normalizedShape, this.weight, this.bias, this.eps);
+  }
+}
+
+/** RMSNorm (Llama). `unitOffset`: Gemma's variant that scales by (1 + weight), with weight initialised to 0. */
+export class RMSNorm extends Module {
+  readonly weight: Tensor;
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-6,
+    readonly opts: LayerOptions & { unitOffset?: boolean } = {},
+  ) {
+    super();
+    this.weight = this.registerParameter("weight", opts.unitOffset ? zeros([dim], co(opts)) : ones([dim], co(opts)));
+  }
+  forward(x: Tensor): Tensor {
+    return F.rmsNorm(x, this.weight, this.eps, { addUnitOffset: this.opts.unitOffset });
+  }
+}
+
+export class Conv2d extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number,
+    readonly opts: LayerOptions & { stride?: number; padding?: number; bias?: boolean } = {},
+  ) {
+    super();
+    const bound = 1 / Math.sqrt(inChannels * kernelSize * kernelSize);
+    this.weight = this.registerParameter(
+      "weight",
+      empty([outChannels, inChannels, kernelSize, kernelSize], co(opts)).uniform_(-bound, bound),
+    );
+    this.bias = opts.bias === false ? null : this.registerParameter("bias", empty([outChannels], co(opts)).uniform_(-bound, bound));
+  }
+  forward(x: Tensor): Tensor {
+    return F.conv2d(x, this.weight, this.bias, { stride: this.opts.stride ?? 1, padding: this.opts.padding ?? 0 });
+  }
+}
+
+export class Dropout extends Module {
+  constructor(readonly p = 0.1) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return this.training && this.p > 0 ? F.dropout(x, this.p, true) : x;
+  }
+}

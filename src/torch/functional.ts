@@ -1,0 +1,132 @@
+// torch.nn.functional equivalents.
+import type { Generator } from "./creation.js";
+import { native as N } from "./native.js";
+import { Tensor } from "./tensor.js";
+
+const h = (t: Tensor | null | undefined): number | null => (t ? t.handle : null);
+
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  return new Tensor(N.linear(x.handle, weight.handle, h(bias)));
+}
+
+function pair(v: number | readonly number[]): number[] {
+  return typeof v === "number" ? [v, v] : [...v];
+}
+
+export function conv2d(
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor | null,
+  opts: { stride?: number | number[]; padding?: number | number[]; dilation?: number | number[]; groups?: number } = {},
+): Tensor {
+  return new Tensor(
+    N.conv2d(
+      x.handle,
+      weight.handle,
+      h(bias),
+      pair(opts.stride ?? 1),
+      pair(opts.padding ?? 0),
+      pair(opts.dilation ?? 1),
+      opts.groups ?? 1,
+    ),
+  );
+}
+
+export function layerNorm(
+  x: Tensor,
+  normalizedShape: readonly number[],
+  weight?: Tensor | null,
+  bias?: Tensor | null,
+  eps = 1e-5,
+): Tensor {
+  return new Tensor(N.layerNorm(x.handle, [...normalizedShape], h(weight), h(bias), eps));
+}
+
+/** RMSNorm as Llama computes it: x * rsqrt(mean(x², -1) + eps), then × weight (× (1 + weight) for Gemma). */
+export function rmsNorm(x: Tensor, weight: Tensor | null, eps: number, opts: { addUnitOffset?: boolean } = {}): Tensor {
+  const sq = x.square();
+  const ms = sq.mean(-1, true);
+  sq.dispose();
+  const inv = ms.add(eps);
+  ms.dispose();
+  const r = inv.rsqrt();
+  inv.dispose();
+  const normed = x.mul(r);
+  r.dispose();
+  if (!weight) return normed;
+  let w = weight;
+  if (opts.addUnitOffset) w = weight.add(1);
+  const out = normed.mul(w);
+  normed.dispose();
+  if (w !== weight) w.dispose();
+  return out;
+}
+
+export function embedding(weight: Tensor, indices: Tensor, paddingIdx?: number): Tensor {
+  return new Tensor(N.embedding(weight.handle, indices.handle, paddingIdx ?? null));
+}
+
+export function dropout(x: Tensor, p: number, training: boolean): Tensor {
+  return new Tensor(N.dropout(x.handle, p, training));
+}
+
+export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
+  return x.gelu(approximate);
+}
+export function silu(x: Tensor): Tensor {
+  return x.silu();
+}
+export function relu(x: Tensor): Tensor {
+  return x.relu();
+}
+export function softmax(x: Tensor, dim: number): Tensor {
+  return x.softmax(dim);
+}
+export function logSoftmax(x: Tensor, dim: number): Tensor {
+  return x.logSoftmax(dim);
+}
+
+export type Reduction = "none" | "mean" | "sum";
+const RED: Record<Reduction, number> = { none: 0, mean: 1, sum: 2 };
+
+/** Cross entropy over logits [N, C] (or [N, C, …]) and class targets, with ignoreIndex (default −100). */
+export function crossEntropy(
+  logits: Tensor,
+  target: Tensor,
+  opts: { ignoreIndex?: number; reduction?: Reduction; labelSmoothing?: number } = {},
+): Tensor {
+  return new Tensor(
+    N.crossEntropy(
+      logits.handle,
+      target.handle,
+      opts.ignoreIndex ?? -100,
+      RED[opts.reduction ?? "mean"],
+      opts.labelSmoothing ?? 0,
+    ),
+  );
+}
+
+/** softmax(q·kᵀ·scale + mask)·v. `attnMask`: bool (true = attend) or additive float, broadcastable to
+ * [..., L, S]. Uses libtorch's fused kernel when it has one (≥ 2.1), else the same maths with matmul + softmax. */
+export function scaledDotProductAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: { attnMask?: Tensor | null; dropoutP?: number; isCausal?: boolean; scale?: number } = {},
+): Tensor {
+  return new Tensor(
+    N.sdpa(
+      q.handle,
+      k.handle,
+      v.handle,
+      h(opts.attnMask),
+      opts.dropoutP ?? 0,
+      opts.isCausal ?? false,
+      opts.scale ?? null,
+    ),
+  );
+}
+
+export function multinomial(probs: Tensor, numSamples: number, replacement = false, generator?: Generator): Tensor {
+  return new Tensor(N.multinomial(probs.handle, numSamples, replacement, generator?.id ?? null));
+}
