@@ -8,3 +8,4 @@ export * from "./optim.js";
 export * from "./runtime.js";
 export * from "./safetensors.js";
 export { type Scalar, type Shape, Tensor, type TensorOrScalar } from "./tensor.js";
+export * from "./worker.js";
