@@ -13,6 +13,25 @@ function co(o: LayerOptions | undefined): CreateOptions {
   return { dtype: o?.dtype ?? "float32" };
 }
 
+let initEnabled = true;
+/** Builds modules without random initialisation (their weights are about to be loaded): much faster for big
+ * models. Parameters hold uninitialised memory until loaded. */
+export function withoutInit<T>(fn: () => T): T {
+  const prev = initEnabled;
+  initEnabled = false;
+  try {
+    return fn();
+  } finally {
+    initEnabled = prev;
+  }
+}
+export function initWeights(): boolean {
+  return initEnabled;
+}
+function uniform(t: Tensor, bound: number): Tensor {
+  return initEnabled ? t.uniform_(-bound, bound) : t;
+}
+
 export class Linear extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
@@ -24,9 +43,9 @@ export class Linear extends Module {
     super();
     // PyTorch's default: kaiming_uniform(a=√5) = U(−1/√in, 1/√in), bias the same.
     const bound = 1 / Math.sqrt(inFeatures);
-    this.weight = this.registerParameter("weight", empty([outFeatures, inFeatures], co(opts)).uniform_(-bound, bound));
+    this.weight = this.registerParameter("weight", uniform(empty([outFeatures, inFeatures], co(opts)), bound));
     this.bias =
-      opts.bias === false ? null : this.registerParameter("bias", empty([outFeatures], co(opts)).uniform_(-bound, bound));
+      opts.bias === false ? null : this.registerParameter("bias", uniform(empty([outFeatures], co(opts)), bound));
   }
   forward(x: Tensor): Tensor {
     return F.linear(x, this.weight, this.bias);
@@ -41,7 +60,7 @@ export class Embedding extends Module {
     opts: LayerOptions & { paddingIdx?: number } = {},
   ) {
     super();
-    this.weight = this.registerParameter("weight", empty([numEmbeddings, embeddingDim], co(opts)).normal_(0, 1));
+    this.weight = this.registerParameter("weight", initEnabled ? empty([numEmbeddings, embeddingDim], co(opts)).normal_(0, 1) : empty([numEmbeddings, embeddingDim], co(opts)));
   }
   forward(ids: Tensor): Tensor {
     return F.embedding(this.weight, ids);
@@ -97,9 +116,9 @@ export class Conv2d extends Module {
     const bound = 1 / Math.sqrt(inChannels * kernelSize * kernelSize);
     this.weight = this.registerParameter(
       "weight",
-      empty([outChannels, inChannels, kernelSize, kernelSize], co(opts)).uniform_(-bound, bound),
+      uniform(empty([outChannels, inChannels, kernelSize, kernelSize], co(opts)), bound),
     );
-    this.bias = opts.bias === false ? null : this.registerParameter("bias", empty([outChannels], co(opts)).uniform_(-bound, bound));
+    this.bias = opts.bias === false ? null : this.registerParameter("bias", uniform(empty([outChannels], co(opts)), bound));
   }
   forward(x: Tensor): Tensor {
     return F.conv2d(x, this.weight, this.bias, { stride: this.opts.stride ?? 1, padding: this.opts.padding ?? 0 });

@@ -42,23 +42,36 @@ export function layerNorm(
   return new Tensor(N.layerNorm(x.handle, [...normalizedShape], h(weight), h(bias), eps));
 }
 
-/** RMSNorm as Llama computes it: x * rsqrt(mean(x², -1) + eps), then × weight (× (1 + weight) for Gemma). */
+/** RMSNorm as Hugging Face computes it: in float32 whatever the input dtype (x.float() · rsqrt(mean(x², −1) + eps)),
+ * cast back, then × weight — or, for Gemma (`addUnitOffset`), × (1 + weight) in float32 before the cast back. */
 export function rmsNorm(x: Tensor, weight: Tensor | null, eps: number, opts: { addUnitOffset?: boolean } = {}): Tensor {
-  const sq = x.square();
+  const x32 = x.dtype === "float32" ? x : x.to("float32");
+  const sq = x32.square();
   const ms = sq.mean(-1, true);
   sq.dispose();
   const inv = ms.add(eps);
   ms.dispose();
   const r = inv.rsqrt();
   inv.dispose();
-  const normed = x.mul(r);
+  const normed = x32.mul(r);
   r.dispose();
-  if (!weight) return normed;
-  let w = weight;
-  if (opts.addUnitOffset) w = weight.add(1);
-  const out = normed.mul(w);
-  normed.dispose();
-  if (w !== weight) w.dispose();
+  if (x32 !== x) x32.dispose();
+  if (opts.addUnitOffset) {
+    const w32 = weight ? (weight.dtype === "float32" ? weight : weight.to("float32")) : null;
+    const scale = w32 ? w32.add(1) : null;
+    const out32 = scale ? normed.mul(scale) : normed;
+    if (scale) scale.dispose();
+    if (w32 && w32 !== weight) w32.dispose();
+    const out = out32.dtype === x.dtype ? out32 : out32.to(x.dtype);
+    if (out !== out32) out32.dispose();
+    if (out32 !== normed) normed.dispose();
+    return out;
+  }
+  const back = normed.dtype === x.dtype ? normed : normed.to(x.dtype);
+  if (back !== normed) normed.dispose();
+  if (!weight) return back;
+  const out = weight.mul(back);
+  back.dispose();
   return out;
 }
 

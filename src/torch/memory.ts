@@ -14,17 +14,35 @@ const registry = new FinalizationRegistry<number>((h) => {
   native.freeTensor(h);
 });
 
+// Tensors created outside scopes are registered with the finalizer lazily, at the next event-loop turn, and only if
+// still alive then: Node cannot run finalizers before that turn anyway, and a tensor disposed in the same
+// synchronous block (`x.add(y).dispose()`) then costs no registration at all (~0.2 µs saved per op).
+let unscoped: Trackable[] = [];
+let flushScheduled = false;
+
+function flushUnscoped(): void {
+  flushScheduled = false;
+  const list = unscoped;
+  unscoped = [];
+  for (const t of list) if (t.handle >= 0) registry.register(t, t.handle);
+}
+
+function backstop(t: Trackable): void {
+  unscoped.push(t);
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flushUnscoped).unref();
+  }
+  if (unscoped.length > 65536) flushUnscoped();
+}
+
 export function track(t: Trackable): void {
   const top = stack[stack.length - 1];
   if (top !== undefined) top.push(t);
-  else registry.register(t, t.handle);
+  else backstop(t);
 }
 
-function escape(t: Trackable): void {
-  const top = stack[stack.length - 1];
-  if (top !== undefined) top.push(t);
-  else registry.register(t, t.handle);
-}
+const escape = track;
 
 function collect(value: unknown, out: Set<unknown>, depth: number): void {
   if (value === null || typeof value !== "object" || depth > 6) return;
@@ -74,7 +92,7 @@ export function keep<T extends Trackable | Trackable[]>(t: T): T {
   for (const x of list) {
     if (!x.kept) {
       x.kept = true;
-      if (stack.length > 0) registry.register(x, x.handle);
+      if (stack.length > 0) backstop(x);
     }
   }
   return t;

@@ -195,6 +195,10 @@ export class Tensor {
   rdiv(s: number): Tensor {
     return new Tensor(N.binaryScalar(Bin.rdiv, this.handle, s));
   }
+  /** scalar ** this */
+  rpow(s: number): Tensor {
+    return new Tensor(N.binaryScalar(Bin.rpow, this.handle, s));
+  }
   remainder(o: TensorOrScalar): Tensor {
     return this.bin(Bin.remainder, o);
   }

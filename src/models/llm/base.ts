@@ -1,0 +1,269 @@
+// The decoder-only LM skeleton every family shares (Llama's shape): token embeddings → N decoder layers → final
+// norm → lm_head, with rotary self-attention (MHA/GQA/MQA) and a causal + padding mask. Families (llama.ts,
+// qwen2.ts, …) pick the pieces that differ: norms, MLP, biases, q/k norms, residual wiring, embedding scale.
+import { type Activation, getActivation } from "../../nn/activations.js";
+import { Embedding, LayerNorm, Linear, RMSNorm } from "../../nn/layers.js";
+import { Module, ModuleList } from "../../nn/module.js";
+import { RotaryEmbedding } from "../../nn/rope.js";
+import { arange, ones } from "../../torch/creation.js";
+import type { DType } from "../../torch/dtype.js";
+import * as F from "../../torch/functional.js";
+import type { Tensor } from "../../torch/tensor.js";
+import type { TextConfig } from "../config.js";
+
+export interface BuildContext {
+  dtype: DType;
+  /** checkpoint keys (internal names below `language_model.`) when building to load weights: lets a family
+   * detect optional tensors (e.g. Phi's lm_head bias) */
+  keys?: Set<string>;
+}
+
+export type NormFactory = (dim: number) => Module & { forward(x: Tensor): Tensor };
+
+export const rmsNorm =
+  (eps: number, dtype: DType, unitOffset = false): NormFactory =>
+  (dim) =>
+    new RMSNorm(dim, eps, { dtype, unitOffset });
+export const layerNorm =
+  (eps: number, dtype: DType, bias = true): NormFactory =>
+  (dim) =>
+    new LayerNorm(dim, eps, { dtype, bias });
+
+/** Additive attention mask [B, 1, L, S]: 0 where a query may attend, the dtype's lowest value elsewhere (causal, and
+ * padding keys masked out when `attentionMask` [B, S] is given). S = past + L. */
+export function causalMask(attentionMask: Tensor | null, batch: number, L: number, dtype: DType, past = 0): Tensor {
+  const S = past + L;
+  const lowest = dtype === "float64" ? -Number.MAX_VALUE : dtype === "float32" ? -3.4028234663852886e38 : dtype === "float16" ? -65504 : -3.3895313892515355e38;
+  const allowed = ones([L, S], { dtype: "bool" }).tril(past); // [L, S]
+  let keep = allowed.unsqueeze(0).unsqueeze(0); // [1,1,L,S]
+  if (attentionMask) keep = keep.logicalAnd(attentionMask.to("bool").view(batch, 1, 1, S));
+  else keep = keep.expand(batch, 1, L, S);
+  return ones([1], { dtype }).mul(0).expand(batch, 1, L, S).maskedFill(keep.logicalNot(), lowest);
+}
+
+export interface AttentionOptions {
+  hidden: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  qkvBias: boolean;
+  outBias: boolean;
+  outName?: string;
+  rope: RotaryEmbedding;
+  dtype: DType;
+  /** per-head norms on q and k before RoPE (Qwen3: RMSNorm over head_dim; StableLM/Phi: LayerNorm) */
+  qkNorm?: { q: Module & { forward(x: Tensor): Tensor }; k: Module & { forward(x: Tensor): Tensor } } | null;
+}
+
+export class Attention extends Module {
+  readonly qProj: Linear;
+  readonly kProj: Linear;
+  readonly vProj: Linear;
+  readonly oProj: Linear;
+  readonly qNorm: (Module & { forward(x: Tensor): Tensor }) | null;
+  readonly kNorm: (Module & { forward(x: Tensor): Tensor }) | null;
+
+  constructor(readonly o: AttentionOptions, names: { qNorm?: string; kNorm?: string } = {}) {
+    super();
+    const dt = { dtype: o.dtype };
+    this.qProj = this.registerModule("q_proj", new Linear(o.hidden, o.numHeads * o.headDim, { ...dt, bias: o.qkvBias }));
+    this.kProj = this.registerModule("k_proj", new Linear(o.hidden, o.numKvHeads * o.headDim, { ...dt, bias: o.qkvBias }));
+    this.vProj = this.registerModule("v_proj", new Linear(o.hidden, o.numKvHeads * o.headDim, { ...dt, bias: o.qkvBias }));
+    this.oProj = this.registerModule(o.outName ?? "o_proj", new Linear(o.numHeads * o.headDim, o.hidden, { ...dt, bias: o.outBias }));
+    this.qNorm = o.qkNorm ? this.registerModule(names.qNorm ?? "q_norm", o.qkNorm.q) : null;
+    this.kNorm = o.qkNorm ? this.registerModule(names.kNorm ?? "k_norm", o.qkNorm.k) : null;
+  }
+
+  /** x [B, L, hidden]; cos/sin [B, 1, L, rotary]; mask additive [B, 1, L, L]. */
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor): Tensor {
+    const [B, L] = x.shape as [number, number];
+    const { numHeads: H, numKvHeads: KV, headDim: D } = this.o;
+    let q = this.qProj.forward(x).view(B, L, H, D);
+    let k = this.kProj.forward(x).view(B, L, KV, D);
+    const v = this.vProj.forward(x).view(B, L, KV, D).transpose(1, 2);
+    if (this.qNorm && this.kNorm) {
+      q = this.qNorm.forward(q);
+      k = this.kNorm.forward(k);
+    }
+    q = this.o.rope.apply(q.transpose(1, 2), cos, sin);
+    k = this.o.rope.apply(k.transpose(1, 2), cos, sin);
+    let kr = k;
+    let vr = v;
+    if (KV !== H) {
+      kr = k.repeatInterleave(H / KV, 1);
+      vr = v.repeatInterleave(H / KV, 1);
+    }
+    const scores = q.matmul(kr.transpose(-2, -1)).mul(1 / Math.sqrt(D)).add(mask);
+    const attn = scores.softmax(-1, "float32").to(scores.dtype).matmul(vr); // [B, H, L, D]; softmax in float32 as transformers
+    return this.oProj.forward(attn.transpose(1, 2).reshape(B, L, H * D));
+  }
+}
+
+/** Gated MLP: down(act(gate(x)) · up(x)) — Llama, Qwen, Gemma, StableLM. */
+export class GatedMLP extends Module {
+  readonly gate: Linear;
+  readonly up: Linear;
+  readonly down: Linear;
+  constructor(hidden: number, inter: number, readonly act: Activation, dtype: DType, bias = false) {
+    super();
+    this.gate = this.registerModule("gate_proj", new Linear(hidden, inter, { dtype, bias }));
+    this.up = this.registerModule("up_proj", new Linear(hidden, inter, { dtype, bias }));
+    this.down = this.registerModule("down_proj", new Linear(inter, hidden, { dtype, bias }));
+  }
+  forward(x: Tensor): Tensor {
+    return this.down.forward(this.act(this.gate.forward(x)).mul(this.up.forward(x)));
+  }
+}
+
+/** Two-layer MLP: fc2(act(fc1(x))) with biases — Phi. */
+export class FcMLP extends Module {
+  readonly fc1: Linear;
+  readonly fc2: Linear;
+  constructor(hidden: number, inter: number, readonly act: Activation, dtype: DType) {
+    super();
+    this.fc1 = this.registerModule("fc1", new Linear(hidden, inter, { dtype }));
+    this.fc2 = this.registerModule("fc2", new Linear(inter, hidden, { dtype }));
+  }
+  forward(x: Tensor): Tensor {
+    return this.fc2.forward(this.act(this.fc1.forward(x)));
+  }
+}
+
+export interface DecoderLayer extends Module {
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor): Tensor;
+}
+
+/** Pre-norm layer: h = x + attn(norm1(x)); out = h + mlp(norm2(h)). */
+export class PreNormLayer extends Module implements DecoderLayer {
+  readonly inputNorm: Module & { forward(x: Tensor): Tensor };
+  readonly attn: Attention;
+  readonly postNorm: Module & { forward(x: Tensor): Tensor };
+  readonly mlp: Module & { forward(x: Tensor): Tensor };
+  constructor(norm: NormFactory, hidden: number, attn: Attention, mlp: Module & { forward(x: Tensor): Tensor }) {
+    super();
+    this.inputNorm = this.registerModule("input_layernorm", norm(hidden));
+    this.attn = this.registerModule("self_attn", attn);
+    this.postNorm = this.registerModule("post_attention_layernorm", norm(hidden));
+    this.mlp = this.registerModule("mlp", mlp);
+  }
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor): Tensor {
+    const h = x.add(this.attn.forward(this.inputNorm.forward(x), cos, sin, mask));
+    return h.add(this.mlp.forward(this.postNorm.forward(h)));
+  }
+}
+
+/** Parallel layer: n = norm(x); out = x + attn(n) + mlp(n) — Phi, StableLM with use_parallel_residual. */
+export class ParallelLayer extends Module implements DecoderLayer {
+  readonly inputNorm: Module & { forward(x: Tensor): Tensor };
+  readonly attn: Attention;
+  readonly mlp: Module & { forward(x: Tensor): Tensor };
+  constructor(norm: NormFactory, hidden: number, attn: Attention, mlp: Module & { forward(x: Tensor): Tensor }) {
+    super();
+    this.inputNorm = this.registerModule("input_layernorm", norm(hidden));
+    this.attn = this.registerModule("self_attn", attn);
+    this.mlp = this.registerModule("mlp", mlp);
+  }
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor): Tensor {
+    const n = this.inputNorm.forward(x);
+    return x.add(this.attn.forward(n, cos, sin, mask)).add(this.mlp.forward(n));
+  }
+}
+
+/** The `model.*` part: embeddings, layers, final norm. */
+export class DecoderBody extends Module {
+  readonly embedTokens: Embedding;
+  readonly layers: ModuleList<DecoderLayer>;
+  readonly norm: Module & { forward(x: Tensor): Tensor };
+  constructor(cfg: TextConfig, dtype: DType, layers: DecoderLayer[], norm: Module & { forward(x: Tensor): Tensor }, normName = "norm") {
+    super();
+    this.embedTokens = this.registerModule("embed_tokens", new Embedding(cfg.vocab_size, cfg.hidden_size, { dtype }));
+    this.layers = this.registerModule("layers", new ModuleList(layers));
+    this.norm = this.registerModule(normName, norm);
+  }
+}
+
+export interface LMForwardArgs {
+  inputsEmbeds: Tensor;
+  /** the embeddings already carry `embedScale` (so the decoder must not apply it again) */
+  embedsScaled?: boolean;
+  attentionMask?: Tensor | null;
+  positionIds?: Tensor | null;
+}
+
+/** A causal LM: `model.*` + `lm_head` (tied to the embeddings when the config says so). */
+export class CausalLM extends Module {
+  readonly model: DecoderBody;
+  readonly lmHead: Linear | null;
+  readonly rope: RotaryEmbedding;
+  /** multiplier applied to the input embeddings (Gemma: √hidden), or 1 */
+  embedScale = 1;
+
+  constructor(
+    readonly config: TextConfig,
+    readonly dtype: DType,
+    body: DecoderBody,
+    rope: RotaryEmbedding,
+    opts: { lmHeadBias?: boolean } = {},
+  ) {
+    super();
+    this.model = this.registerModule("model", body);
+    this.rope = rope;
+    this.lmHead = config.tie_word_embeddings
+      ? null
+      : this.registerModule("lm_head", new Linear(config.hidden_size, config.vocab_size, { dtype, bias: opts.lmHeadBias ?? false }));
+  }
+
+  get hiddenSize(): number {
+    return this.config.hidden_size;
+  }
+
+  embed(ids: Tensor): Tensor {
+    return this.model.embedTokens.forward(ids);
+  }
+
+  /** Hidden states after the final norm, [B, L, hidden]. */
+  hidden({ inputsEmbeds, attentionMask, positionIds, embedsScaled }: LMForwardArgs): Tensor {
+    const [B, L] = inputsEmbeds.shape as [number, number];
+    let h = this.embedScale === 1 || embedsScaled ? inputsEmbeds : inputsEmbeds.mul(this.embedScale);
+    const pos = positionIds ?? arange(0, L).unsqueeze(0).expand(B, L);
+    const { cos, sin } = this.rope.cosSin(pos, h.dtype);
+    const mask = causalMask(attentionMask ?? null, B, L, h.dtype);
+    for (const layer of this.model.layers) h = layer.forward(h, cos, sin, mask);
+    return this.model.norm.forward(h);
+  }
+
+  logits(hidden: Tensor): Tensor {
+    if (this.lmHead) return this.lmHead.forward(hidden);
+    return F.linear(hidden, this.model.embedTokens.weight);
+  }
+
+  forward(args: LMForwardArgs): Tensor {
+    return this.logits(this.hidden(args));
+  }
+}
+
+export function activation(cfg: TextConfig): Activation {
+  return getActivation(cfg.hidden_act, `text_config.hidden_act`);
+}
+
+export function ropeFor(cfg: TextConfig): RotaryEmbedding {
+  return new RotaryEmbedding({
+    headDim: cfg.head_dim,
+    theta: cfg.rope_theta,
+    partialRotaryFactor: cfg.partial_rotary_factor,
+    scaling: cfg.rope_scaling,
+  });
+}
+
+export function attentionOptions(cfg: TextConfig, dtype: DType, rope: RotaryEmbedding): AttentionOptions {
+  return {
+    hidden: cfg.hidden_size,
+    numHeads: cfg.num_attention_heads,
+    numKvHeads: cfg.num_key_value_heads,
+    headDim: cfg.head_dim,
+    qkvBias: cfg.attention_bias,
+    outBias: cfg.attention_bias,
+    rope,
+    dtype,
+  };
+}

@@ -1,0 +1,187 @@
+// Loading TinyLLaVA models from folders: a full checkpoint (config.json of model_type llava or tinyllava, any of the
+// four key layouts, one file or shards), Factory's stage-1 component folders (language_model/, vision_tower/,
+// connector/), or parts as Factory's training builds them (an HF LLM folder + an HF vision folder + a connector type).
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { CheckpointError, ConfigError } from "../errors.js";
+import { withoutInit } from "../nn/layers.js";
+import { noGrad } from "../torch/autograd.js";
+import type { DType } from "../torch/dtype.js";
+import { SafetensorsCheckpoint } from "../torch/safetensors.js";
+import { canonicalKey } from "./checkpoint.js";
+import { Fields, type Json, parseTextConfig, parseTinyLlavaConfig, parseVisionConfig, type TinyLlavaConfig } from "./config.js";
+import { TinyLlava } from "./tinyllava.js";
+
+export interface LoadOptions {
+  /** compute dtype (float32 default; bfloat16, float16, float64) */
+  dtype?: DType;
+}
+
+export function readJson(path: string): Json {
+  if (!existsSync(path)) throw new ConfigError(`${path}: file not found`);
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as Json;
+  } catch (e) {
+    throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+function hasWeights(dir: string): boolean {
+  return existsSync(join(dir, "model.safetensors")) || existsSync(join(dir, "model.safetensors.index.json"));
+}
+
+function weightsError(dir: string): CheckpointError {
+  const bin = existsSync(join(dir, "pytorch_model.bin")) || existsSync(join(dir, "pytorch_model.bin.index.json"));
+  return new CheckpointError(
+    bin
+      ? `${dir}: only PyTorch pickle weights (pytorch_model.bin) found; tinyllava reads safetensors — convert with safetensors' torch.save_file (pickles can run code, so they are not loaded)`
+      : `${dir}: no model.safetensors or model.safetensors.index.json`,
+  );
+}
+
+/** Loads a checkpoint's tensors (mapped to internal names by `rename`) into `model`, strictly. */
+function loadInto(model: TinyLlava, dir: string, rename: (k: string) => string | null, dtype: DType, skipPrefixes: string[] = []): void {
+  if (!hasWeights(dir)) throw weightsError(dir);
+  const ck = SafetensorsCheckpoint.open(dir);
+  try {
+    const own = model.stateDict();
+    const seen = new Set<string>();
+    const unexpected: string[] = [];
+    noGrad(() => {
+      for (const key of ck.keys()) {
+        const name = rename(key);
+        if (name === null) continue;
+        const target = own.get(name);
+        if (!target) {
+          unexpected.push(key);
+          continue;
+        }
+        const info = ck.info(key)!;
+        const ts = target.shape;
+        if (ts.length !== info.shape.length || ts.some((d, i) => d !== info.shape[i])) {
+          throw new CheckpointError(
+            `${dir}: shape mismatch for "${key}": checkpoint has [${info.shape.join(", ")}], model expects [${ts.join(", ")}]`,
+          );
+        }
+        const v = ck.get(key, dtype);
+        target.copy_(v);
+        v.dispose();
+        seen.add(name);
+      }
+    });
+    const expected = [...own.keys()].filter((k) => !skipPrefixes.some((p) => k.startsWith(p)));
+    const missing = expected.filter((k) => !seen.has(k) && !k.endsWith(".position_ids"));
+    if (missing.length > 0 || unexpected.length > 0) {
+      const parts: string[] = [];
+      if (missing.length) parts.push(`missing weights (${missing.length}): ${missing.slice(0, 12).join(", ")}${missing.length > 12 ? ", …" : ""}`);
+      if (unexpected.length) parts.push(`unexpected weights (${unexpected.length}): ${unexpected.slice(0, 12).join(", ")}${unexpected.length > 12 ? ", …" : ""}`);
+      throw new CheckpointError(`${dir}: checkpoint does not match the model: ${parts.join("; ")}`);
+    }
+  } finally {
+    ck.close();
+  }
+}
+
+function checkpointKeys(dir: string): Set<string> {
+  if (!hasWeights(dir)) return new Set();
+  const ck = SafetensorsCheckpoint.open(dir);
+  try {
+    return new Set(ck.keys());
+  } finally {
+    ck.close();
+  }
+}
+
+/** Loads a TinyLLaVA model from a folder. */
+export function loadTinyLlava(dir: string, opts: LoadOptions = {}): TinyLlava {
+  const dtype = opts.dtype ?? "float32";
+  const cfgPath = join(dir, "config.json");
+  const config = parseTinyLlavaConfig(readJson(cfgPath), cfgPath);
+  const components = ["language_model", "vision_tower", "connector"].map((c) => join(dir, c));
+  if (!hasWeights(dir) && components.every((c) => existsSync(c))) return loadFactoryComponents(dir, config, dtype);
+  if (!hasWeights(dir)) throw weightsError(dir);
+  const keys = new Set([...checkpointKeys(dir)].map((k) => canonicalKey(k)).filter((k): k is string => k !== null));
+  const model = withoutInit(() => new TinyLlava(config, dtype, { keys }));
+  const tied = config.text.tie_word_embeddings;
+  loadInto(model, dir, (k) => {
+    const c = canonicalKey(k);
+    return tied && c === "language_model.lm_head.weight" ? null : c;
+  }, dtype);
+  return model;
+}
+
+/** Factory's stage-1 output: language_model/ and vision_tower/ as HF folders, connector/ with the connector. */
+function loadFactoryComponents(dir: string, config: TinyLlavaConfig, dtype: DType): TinyLlava {
+  const lmDir = join(dir, "language_model");
+  const lmKeys = new Set([...checkpointKeys(lmDir)].map((k) => `language_model.${k}`));
+  const model = withoutInit(() => new TinyLlava(config, dtype, { keys: lmKeys }));
+  loadPart(model, lmDir, "language_model.", config.text.tie_word_embeddings, dtype);
+  loadPart(model, join(dir, "vision_tower"), "vision_tower.", false, dtype);
+  loadPart(model, join(dir, "connector"), "connector.", false, dtype);
+  return model;
+}
+
+function visionRename(k: string): string | null {
+  // HF vision folders: SiglipVisionModel / CLIPVisionModel (vision_model.*), a full SigLIP/CLIP (text_model.* too),
+  // or Factory's vision_tower/ (_vision_tower.vision_model.*)
+  let key = k.startsWith("_vision_tower.") ? k.slice("_vision_tower.".length) : k;
+  if (!key.startsWith("vision_model.")) return null;
+  key = `vision_tower.${key}`;
+  return canonicalKey(key);
+}
+
+/** Loads one component folder into the matching part of `model` (others must be loaded separately). */
+function loadPart(model: TinyLlava, dir: string, part: "language_model." | "vision_tower." | "connector.", tied: boolean, dtype: DType): void {
+  const rename =
+    part === "vision_tower."
+      ? visionRename
+      : part === "connector."
+        ? (k: string) => (k.startsWith("connector.") ? k : `connector.${k}`)
+        : (k: string) => (tied && k === "lm_head.weight" ? null : `language_model.${k}`);
+  const others = ["language_model.", "vision_tower.", "connector."].filter((p) => p !== part);
+  loadInto(model, dir, rename, dtype, others);
+}
+
+export interface FromPartsOptions extends LoadOptions {
+  connectorType: string;
+  visionFeatureLayer?: number;
+  visionFeatureSelectStrategy?: "patch" | "default" | "full" | "cls_patch";
+  imageAspectRatio?: "square" | "pad";
+  numQueries?: number;
+  numResamplerLayers?: number;
+}
+
+/** Builds a TinyLLaVA as Factory's training does: an HF LLM folder + an HF vision folder + a new connector
+ * (randomly initialised). */
+export function tinyLlavaFromParts(llmDir: string, visionDir: string, opts: FromPartsOptions): TinyLlava {
+  const dtype = opts.dtype ?? "float32";
+  const llmCfgPath = join(llmDir, "config.json");
+  const llmRaw = readJson(llmCfgPath);
+  const visionCfgPath = join(visionDir, "config.json");
+  const visionRaw = readJson(visionCfgPath);
+  const vf = new Fields(visionRaw, visionCfgPath);
+  const visionFields = vf.has("vision_config") ? vf.obj_("vision_config") : vf;
+  if (!visionFields.has("model_type")) visionFields.obj.model_type = vf.str("model_type");
+  const text = parseTextConfig(new Fields(llmRaw, llmCfgPath));
+  const vision = parseVisionConfig(visionFields);
+  const raw: Json = {
+    model_type: "tinyllava",
+    connector_type: opts.connectorType,
+    text_config: llmRaw,
+    vision_config: visionFields.obj,
+    vision_feature_layer: opts.visionFeatureLayer ?? -2,
+    vision_feature_select_strategy: opts.visionFeatureSelectStrategy ?? "patch",
+    image_aspect_ratio: opts.imageAspectRatio ?? "square",
+    num_queries: opts.numQueries ?? 128,
+    num_resampler_layers: opts.numResamplerLayers ?? 3,
+    hidden_size: text.hidden_size,
+    vision_hidden_size: vision.hidden_size,
+    vocab_size: text.vocab_size,
+  };
+  const config = parseTinyLlavaConfig(raw, `${llmCfgPath} + ${visionCfgPath}`);
+  const lmKeys = new Set([...checkpointKeys(llmDir)].map((k) => `language_model.${k}`));
+  const model = new TinyLlava(config, dtype, { keys: lmKeys });
+  loadPart(model, llmDir, "language_model.", config.text.tie_word_embeddings, dtype);
+  loadPart(model, visionDir, "vision_tower.", false, dtype);
+  return model;
+}

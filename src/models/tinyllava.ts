@@ -1,0 +1,206 @@
+// TinyLLaVA = vision tower + connector + language model, and the image splicing that joins them: every image
+// placeholder in input_ids (Factory's −200, or LLaVA's image token — one per image, or already repeated once per
+// feature row) becomes that image's feature rows in the input embeddings; labels there are −100.
+import { ConfigError } from "../errors.js";
+import { Module } from "../nn/module.js";
+import { cat, full, tensor, zeros } from "../torch/creation.js";
+import type { DType } from "../torch/dtype.js";
+import * as F from "../torch/functional.js";
+import type { Tensor } from "../torch/tensor.js";
+import { IMAGE_PLACEHOLDER, type TinyLlavaConfig } from "./config.js";
+import { buildConnector, type Connector, type ConnectorOptions } from "./connectors/index.js";
+import type { CausalLM } from "./llm/base.js";
+import { buildLanguageModel, buildVisionTower } from "./registry.js";
+import { hiddenStateIndex, type VisionTower } from "./vision/encoder.js";
+
+export const IGNORE_INDEX = -100;
+
+export interface ForwardArgs {
+  /** [B, L] int64 token ids, with image placeholders */
+  inputIds: Tensor;
+  /** [N, 3, H, W] one row per image placeholder, in reading order across the batch */
+  pixelValues?: Tensor | null;
+  /** [B, L] 1 for real tokens, 0 for padding */
+  attentionMask?: Tensor | null;
+  /** [B, L] int64 targets, −100 where no loss */
+  labels?: Tensor | null;
+}
+
+export interface ForwardOutput {
+  logits: Tensor;
+  /** mean cross entropy over shifted labels ≠ −100 (when labels were given) */
+  loss?: Tensor;
+  /** the (possibly expanded) attention mask and labels that go with the logits */
+  attentionMask: Tensor;
+  labels?: Tensor;
+}
+
+export interface EmbeddedInputs {
+  inputsEmbeds: Tensor;
+  /** text rows already multiplied by the LLM's embedding scale (Gemma under transformers' LLaVA) */
+  embedsScaled?: boolean;
+  attentionMask: Tensor;
+  labels?: Tensor;
+}
+
+export class TinyLlava extends Module {
+  readonly visionTower: VisionTower;
+  readonly connector: Connector;
+  readonly languageModel: CausalLM;
+
+  constructor(
+    readonly config: TinyLlavaConfig,
+    readonly dtype: DType,
+    parts: { keys?: Set<string>; connector?: Omit<ConnectorOptions, "dtype"> } = {},
+  ) {
+    super();
+    this.visionTower = this.registerModule("vision_tower", buildVisionTower(config.vision, dtype));
+    this.connector = this.registerModule(
+      "connector",
+      buildConnector(
+        config.connector_type,
+        {
+          visionHidden: config.vision.hidden_size,
+          hidden: config.text.hidden_size,
+          numQueries: config.num_queries,
+          numResamplerLayers: config.num_resampler_layers,
+        },
+        { dtype, ...parts.connector },
+      ),
+    );
+    const lmKeys = parts.keys
+      ? new Set([...parts.keys].filter((k) => k.startsWith("language_model.")).map((k) => k.slice("language_model.".length)))
+      : undefined;
+    this.languageModel = this.registerModule("language_model", buildLanguageModel(config.text, { dtype, keys: lmKeys }));
+  }
+
+  /** Vision features after the select strategy: hidden_states[vision_feature_layer], first token dropped for
+   * `patch`/`default` (also for SigLIP, as Factory does), all kept for `full`/`cls_patch`. */
+  selectedFeatures(pixelValues: Tensor): Tensor {
+    const k = hiddenStateIndex(this.config.vision_feature_layer, this.config.vision.num_hidden_layers);
+    const hs = this.visionTower.hiddenState(pixelValues, k);
+    const s = this.config.vision_feature_select_strategy;
+    return s === "patch" || s === "default" ? hs.slice(1, 1) : hs;
+  }
+
+  /** Connector output for images [N, 3, H, W] → [N, T, hidden]. */
+  encodeImages(pixelValues: Tensor): Tensor {
+    return this.connector.forward(this.selectedFeatures(pixelValues));
+  }
+
+  isImageToken(id: number): boolean {
+    return id === IMAGE_PLACEHOLDER || (this.config.source_format === "llava" && id === this.config.image_token_index);
+  }
+
+  /** Builds the LLM input embeddings with image features spliced in (right padding when rows grow unevenly). */
+  embedInputs({ inputIds, pixelValues, attentionMask, labels }: ForwardArgs): EmbeddedInputs {
+    const [B, L] = inputIds.shape as [number, number];
+    const ids = inputIds.toArray();
+    const imageAt = ids.map((id) => this.isImageToken(id));
+    const nImageTokens = imageAt.filter(Boolean).length;
+    const safeIds = nImageTokens > 0 ? inputIds.maskedFill(imageTokenMask(imageAt, inputIds), 0) : inputIds;
+    // Gemma's √hidden embedding scale: Factory (tinyllava configs) scales the whole spliced sequence, image features
+    // included; transformers' LLaVA (llava configs) scales only the text embeddings. Both are reproduced.
+    const lm = this.languageModel;
+    const embedsScaled = lm.embedScale !== 1 && this.config.source_format === "llava";
+    const text = embedsScaled ? lm.embed(safeIds).mul(lm.embedScale) : lm.embed(safeIds);
+    if (nImageTokens === 0) {
+      if (pixelValues && pixelValues.size(0) > 0) {
+        throw new RangeError(`${pixelValues.size(0)} image(s) given but input_ids has no image token`);
+      }
+      return {
+        inputsEmbeds: text,
+        embedsScaled,
+        attentionMask: attentionMask ?? full([B, L], 1, { dtype: "int64" }),
+        labels: labels ?? undefined,
+      };
+    }
+    if (!pixelValues) throw new RangeError(`input_ids has ${nImageTokens} image token(s) but no pixel values were given`);
+    const features = this.encodeImages(pixelValues).to(text.dtype); // [N, T, H]
+    const [N, T] = features.shape as [number, number];
+    const maskArr = attentionMask ? attentionMask.toArray() : null;
+    const labArr = labels ? labels.toArray() : null;
+    const rows: { embeds: Tensor[]; mask: number[]; labels: number[] }[] = [];
+    let img = 0;
+    for (let b = 0; b < B; b++) {
+      const row = { embeds: [] as Tensor[], mask: [] as number[], labels: [] as number[] };
+      let start = 0;
+      const flush = (end: number) => {
+        if (end <= start) return;
+        row.embeds.push(text.select(0, b).narrow(0, start, end - start));
+        for (let j = start; j < end; j++) {
+          row.mask.push(maskArr ? (maskArr[b * L + j] as number) : 1);
+          row.labels.push(labArr ? (labArr[b * L + j] as number) : IGNORE_INDEX);
+        }
+      };
+      let j = 0;
+      while (j < L) {
+        if (!imageAt[b * L + j]) {
+          j++;
+          continue;
+        }
+        flush(j);
+        let run = 1;
+        while (j + run < L && imageAt[b * L + j + run] && ids[b * L + j + run] === ids[b * L + j]) run++;
+        // a run of T tokens is one image already expanded (LLaVA); a single placeholder expands to T rows
+        const images = run % T === 0 && (run > 1 || T === 1) ? run / T : run;
+        const consumed = run;
+        for (let k = 0; k < images; k++) {
+          if (img >= N) throw new RangeError(`input_ids has more image placeholders than the ${N} image(s) given`);
+          row.embeds.push(features.select(0, img++));
+          const m = maskArr ? (maskArr[b * L + j] as number) : 1;
+          for (let t = 0; t < T; t++) {
+            row.mask.push(m);
+            row.labels.push(IGNORE_INDEX);
+          }
+        }
+        j += consumed;
+        start = j;
+      }
+      flush(L);
+      rows.push(row);
+    }
+    if (img !== N) throw new RangeError(`${N} image(s) given but input_ids has placeholders for ${img}`);
+    const maxLen = Math.max(...rows.map((r) => r.mask.length));
+    const H = text.size(2);
+    const embeds = rows.map((r) => {
+      const e = cat(r.embeds, 0);
+      return r.mask.length < maxLen ? cat([e, zeros([maxLen - r.mask.length, H], { dtype: e.dtype })], 0) : e;
+    });
+    const pad = (xs: number[], v: number) => [...xs, ...new Array(maxLen - xs.length).fill(v)];
+    return {
+      inputsEmbeds: cat(embeds.map((e) => e.unsqueeze(0)), 0),
+      embedsScaled,
+      attentionMask: tensor(rows.map((r) => pad(r.mask, 0)), { dtype: "int64" }),
+      labels: labels ? tensor(rows.map((r) => pad(r.labels, IGNORE_INDEX)), { dtype: "int64" }) : undefined,
+    };
+  }
+
+  forward(args: ForwardArgs): ForwardOutput {
+    const { inputsEmbeds, attentionMask, labels, embedsScaled } = this.embedInputs(args);
+    const logits = this.languageModel.forward({ inputsEmbeds, attentionMask, embedsScaled });
+    const out: ForwardOutput = { logits, attentionMask, labels };
+    if (labels) out.loss = causalLmLoss(logits, labels);
+    return out;
+  }
+}
+
+function imageTokenMask(imageAt: boolean[], like: Tensor): Tensor {
+  return tensor(imageAt, { shape: like.shape });
+}
+
+/** Shifted causal-LM loss: logits[:, :-1] predict labels[:, 1:]; mean over targets ≠ −100. Half-precision logits
+ * are upcast to float32 first, as transformers does. */
+export function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
+  const [B, L, V] = logits.shape as [number, number, number];
+  let lg = logits;
+  if (lg.dtype === "bfloat16" || lg.dtype === "float16") lg = lg.to("float32");
+  const shifted = lg.narrow(1, 0, L - 1).reshape(B * (L - 1), V);
+  const target = labels.narrow(1, 1, L - 1).reshape(B * (L - 1));
+  return F.crossEntropy(shifted, target, { ignoreIndex: IGNORE_INDEX });
+}
+
+export function assertDtype(d: string): DType {
+  if (d === "float32" || d === "float64" || d === "bfloat16" || d === "float16") return d;
+  throw new ConfigError(`dtype "${d}" is not supported for models; use float32, bfloat16, float16 or float64`);
+}
