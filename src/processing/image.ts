@@ -1,0 +1,343 @@
+// Image preprocessing as the reference does it: decode (PNG/JPEG/WebP/GIF first frame, via sharp/libvips), convert
+// to RGB as PIL's convert("RGB") (alpha dropped, grey expanded), optional expand2square with the mean colour
+// (Factory's image_aspect_ratio "pad"), PIL's bicubic resize (reimplemented exactly: same filter, support,
+// fixed-point coefficients and 8-bit rounding between passes), centre crop, rescale, normalise → float32 [3, H, W].
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import sharp from "sharp";
+import { ConfigError, ImageError } from "../errors.js";
+import { Fields, type Json, type VisionConfig } from "../models/config.js";
+import { tensor } from "../torch/creation.js";
+import type { Tensor } from "../torch/tensor.js";
+
+export interface RgbImage {
+  width: number;
+  height: number;
+  /** interleaved RGB bytes, row-major */
+  data: Uint8Array;
+}
+
+export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];
+export const CLIP_STD = [0.26862954, 0.26130258, 0.27577711];
+
+/** Largest image accepted (pixels), to refuse decompression bombs before decoding. */
+export const MAX_PIXELS = 100_000_000;
+
+/** Decodes an image file or buffer to RGB. Throws ImageError for corrupt, truncated, empty or huge images. */
+export async function decodeImage(input: string | Buffer, name = typeof input === "string" ? input : "image"): Promise<RgbImage> {
+  let bytes: Buffer;
+  if (typeof input === "string") {
+    if (!existsSync(input)) throw new ImageError(`${name}: file not found`);
+    bytes = readFileSync(input);
+  } else {
+    bytes = input;
+  }
+  if (bytes.length === 0) throw new ImageError(`${name}: empty file`);
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  } catch (e) {
+    throw new ImageError(`${name}: not a decodable image (${(e as Error).message})`);
+  }
+  const { width, height } = meta;
+  if (!width || !height) throw new ImageError(`${name}: image has no size (${width ?? 0}×${height ?? 0})`);
+  if (width * height > MAX_PIXELS) {
+    throw new ImageError(`${name}: ${width}×${height} pixels is larger than the ${MAX_PIXELS}-pixel limit`);
+  }
+  let raw: { data: Buffer; info: sharp.OutputInfo };
+  try {
+    raw = await sharp(bytes, { limitInputPixels: MAX_PIXELS, failOn: "error", pages: 1 }).raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
+  } catch (e) {
+    throw new ImageError(`${name}: could not decode (${(e as Error).message})`);
+  }
+  const { channels, width: w, height: h } = raw.info;
+  const src = raw.data;
+  const out = new Uint8Array(w * h * 3);
+  for (let i = 0, p = 0; i < w * h; i++, p += channels) {
+    if (channels >= 3) {
+      out[i * 3] = src[p] as number;
+      out[i * 3 + 1] = src[p + 1] as number;
+      out[i * 3 + 2] = src[p + 2] as number;
+    } else {
+      const g = src[p] as number;
+      out[i * 3] = g;
+      out[i * 3 + 1] = g;
+      out[i * 3 + 2] = g;
+    }
+  }
+  return { width: w, height: h, data: out };
+}
+
+/** TinyLLaVA's expand2square: centre the image on a square canvas of the background colour. */
+export function expandToSquare(img: RgbImage, background: [number, number, number]): RgbImage {
+  const { width: w, height: h } = img;
+  if (w === h) return img;
+  const side = Math.max(w, h);
+  const out = new Uint8Array(side * side * 3);
+  for (let i = 0; i < side * side; i++) out.set(background, i * 3);
+  const x0 = w < h ? Math.floor((side - w) / 2) : 0;
+  const y0 = w < h ? 0 : Math.floor((side - h) / 2);
+  for (let y = 0; y < h; y++) out.set(img.data.subarray(y * w * 3, (y + 1) * w * 3), ((y + y0) * side + x0) * 3);
+  return { width: side, height: side, data: out };
+}
+
+// ---- PIL's resampling (Resample.c), bicubic a = −0.5 ----
+const PRECISION_BITS = 32 - 8 - 2;
+
+function bicubic(x: number): number {
+  const a = -0.5;
+  const ax = Math.abs(x);
+  if (ax < 1) return ((a + 2) * ax - (a + 3)) * ax * ax + 1;
+  if (ax < 2) return (((ax - 5) * ax + 8) * ax - 4) * a;
+  return 0;
+}
+
+interface Coeffs {
+  bounds: Int32Array; // [xmin, count] per output pixel
+  k: Int32Array; // fixed-point coefficients, ksize per output pixel
+  ksize: number;
+}
+
+function precomputeCoeffs(inSize: number, outSize: number): Coeffs {
+  const scale = inSize / outSize;
+  const filterscale = Math.max(scale, 1);
+  const support = 2 * filterscale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const bounds = new Int32Array(outSize * 2);
+  const k = new Int32Array(outSize * ksize);
+  const pre = new Float64Array(ksize);
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = (xx + 0.5) * scale;
+    const ss = 1 / filterscale;
+    let xmin = Math.trunc(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = Math.trunc(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    let ww = 0;
+    for (let x = 0; x < xmax; x++) {
+      const w = bicubic((x + xmin - center + 0.5) * ss);
+      pre[x] = w;
+      ww += w;
+    }
+    for (let x = 0; x < xmax; x++) {
+      const v = ww !== 0 ? (pre[x] as number) / ww : (pre[x] as number);
+      // PIL: (int)(±0.5 + v * (1 << PRECISION_BITS)), truncation toward zero
+      k[xx * ksize + x] = Math.trunc(v < 0 ? -0.5 + v * (1 << PRECISION_BITS) : 0.5 + v * (1 << PRECISION_BITS));
+    }
+    bounds[xx * 2] = xmin;
+    bounds[xx * 2 + 1] = xmax;
+  }
+  return { bounds, k, ksize };
+}
+
+const clip8 = (v: number) => {
+  const r = v >> PRECISION_BITS; // arithmetic shift, as PIL's int32 maths
+  return r < 0 ? 0 : r > 255 ? 255 : r;
+};
+
+function resampleHorizontal(img: RgbImage, outW: number): RgbImage {
+  const { width: w, height: h, data } = img;
+  const c = precomputeCoeffs(w, outW);
+  const out = new Uint8Array(outW * h * 3);
+  for (let y = 0; y < h; y++) {
+    for (let xx = 0; xx < outW; xx++) {
+      const xmin = c.bounds[xx * 2] as number;
+      const xmax = c.bounds[xx * 2 + 1] as number;
+      let s0 = 1 << (PRECISION_BITS - 1);
+      let s1 = s0;
+      let s2 = s0;
+      for (let x = 0; x < xmax; x++) {
+        const kk = c.k[xx * c.ksize + x] as number;
+        const p = (y * w + x + xmin) * 3;
+        s0 += (data[p] as number) * kk;
+        s1 += (data[p + 1] as number) * kk;
+        s2 += (data[p + 2] as number) * kk;
+      }
+      const o = (y * outW + xx) * 3;
+      out[o] = clip8(s0);
+      out[o + 1] = clip8(s1);
+      out[o + 2] = clip8(s2);
+    }
+  }
+  return { width: outW, height: h, data: out };
+}
+
+function resampleVertical(img: RgbImage, outH: number): RgbImage {
+  const { width: w, height: h, data } = img;
+  const c = precomputeCoeffs(h, outH);
+  const out = new Uint8Array(w * outH * 3);
+  for (let yy = 0; yy < outH; yy++) {
+    const ymin = c.bounds[yy * 2] as number;
+    const ymax = c.bounds[yy * 2 + 1] as number;
+    for (let x = 0; x < w; x++) {
+      let s0 = 1 << (PRECISION_BITS - 1);
+      let s1 = s0;
+      let s2 = s0;
+      for (let y = 0; y < ymax; y++) {
+        const kk = c.k[yy * c.ksize + y] as number;
+        const p = ((y + ymin) * w + x) * 3;
+        s0 += (data[p] as number) * kk;
+        s1 += (data[p + 1] as number) * kk;
+        s2 += (data[p + 2] as number) * kk;
+      }
+      const o = (yy * w + x) * 3;
+      out[o] = clip8(s0);
+      out[o + 1] = clip8(s1);
+      out[o + 2] = clip8(s2);
+    }
+  }
+  return { width: w, height: outH, data: out };
+}
+
+/** PIL Image.resize((w, h), BICUBIC): horizontal pass then vertical, each skipped when that size is unchanged. */
+export function resizeBicubic(img: RgbImage, outW: number, outH: number): RgbImage {
+  if (outW < 1 || outH < 1) throw new ImageError(`cannot resize to ${outW}×${outH}`);
+  let cur = img;
+  if (outW !== cur.width) cur = resampleHorizontal(cur, outW);
+  if (outH !== cur.height) cur = resampleVertical(cur, outH);
+  return cur;
+}
+
+export function centerCrop(img: RgbImage, cw: number, ch: number): RgbImage {
+  const top = Math.floor((img.height - ch) / 2);
+  const left = Math.floor((img.width - cw) / 2);
+  const out = new Uint8Array(cw * ch * 3);
+  for (let y = 0; y < ch; y++) {
+    for (let x = 0; x < cw; x++) {
+      const sy = y + top;
+      const sx = x + left;
+      if (sy < 0 || sx < 0 || sy >= img.height || sx >= img.width) continue; // HF pads with zeros
+      const s = (sy * img.width + sx) * 3;
+      out.set(img.data.subarray(s, s + 3), (y * cw + x) * 3);
+    }
+  }
+  return { width: cw, height: ch, data: out };
+}
+
+export interface PreprocessorConfig {
+  kind: "siglip" | "clip";
+  /** resize target: exact size (SigLIP) or shortest edge (CLIP) */
+  size: { height: number; width: number } | { shortest_edge: number };
+  crop: { height: number; width: number } | null;
+  mean: [number, number, number];
+  std: [number, number, number];
+  rescaleFactor: number;
+  doResize: boolean;
+  doNormalize: boolean;
+}
+
+function triple(f: Fields, k: string, dflt: number[]): [number, number, number] {
+  const v = f.obj[k] ?? dflt;
+  const arr = typeof v === "number" ? [v, v, v] : v;
+  if (!Array.isArray(arr) || arr.length !== 3 || !arr.every((x) => typeof x === "number")) {
+    throw new ConfigError(`${f.where}: field "${k}" is ${JSON.stringify(v)}; expected 3 numbers`);
+  }
+  return arr as [number, number, number];
+}
+
+/** From preprocessor_config.json; when absent, from the vision config (SigLIP: resize to image_size, mean/std 0.5;
+ * CLIP: shortest edge + centre crop to image_size, OpenAI mean/std). */
+export function preprocessorConfig(raw: Json | null, vision: VisionConfig | null, where = "preprocessor_config.json"): PreprocessorConfig {
+  if (raw) {
+    const f = new Fields(raw, where);
+    const cls = f.str("image_processor_type", f.str("feature_extractor_type", ""));
+    const isClip = cls.startsWith("CLIP") || (f.has("crop_size") && f.bool("do_center_crop", true));
+    const sizeRaw = f.obj.size;
+    let size: PreprocessorConfig["size"];
+    if (typeof sizeRaw === "number") size = isClip ? { shortest_edge: sizeRaw } : { height: sizeRaw, width: sizeRaw };
+    else {
+      const s = f.obj_("size");
+      size = s.has("shortest_edge") ? { shortest_edge: s.int("shortest_edge", undefined, { min: 1 }) } : { height: s.int("height", undefined, { min: 1 }), width: s.int("width", undefined, { min: 1 }) };
+    }
+    let crop: PreprocessorConfig["crop"] = null;
+    if (f.bool("do_center_crop", isClip) && f.has("crop_size")) {
+      const c = f.obj.crop_size;
+      crop = typeof c === "number" ? { height: c, width: c } : { height: f.obj_("crop_size").int("height"), width: f.obj_("crop_size").int("width") };
+    }
+    const resample = f.int("resample", 3);
+    if (resample !== 3) throw new ConfigError(`${where}: resample ${resample} is not supported (only 3 = bicubic, what SigLIP and CLIP use)`);
+    return {
+      kind: isClip ? "clip" : "siglip",
+      size,
+      crop,
+      mean: triple(f, "image_mean", isClip ? CLIP_MEAN : [0.5, 0.5, 0.5]),
+      std: triple(f, "image_std", isClip ? CLIP_STD : [0.5, 0.5, 0.5]),
+      rescaleFactor: f.bool("do_rescale", true) ? f.num("rescale_factor", 1 / 255) : 1,
+      doResize: f.bool("do_resize", true),
+      doNormalize: f.bool("do_normalize", true),
+    };
+  }
+  if (!vision) throw new ConfigError(`${where}: missing, and no vision config to derive the preprocessing from`);
+  const s = vision.image_size;
+  if (vision.model_type === "clip_vision_model") {
+    return { kind: "clip", size: { shortest_edge: s }, crop: { height: s, width: s }, mean: [...CLIP_MEAN] as [number, number, number], std: [...CLIP_STD] as [number, number, number], rescaleFactor: 1 / 255, doResize: true, doNormalize: true };
+  }
+  return { kind: "siglip", size: { height: s, width: s }, crop: null, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], rescaleFactor: 1 / 255, doResize: true, doNormalize: true };
+}
+
+export class ImageProcessor {
+  constructor(
+    readonly config: PreprocessorConfig,
+    readonly aspect: "square" | "pad" = "square",
+  ) {}
+
+  /** Reads preprocessor_config.json from a model folder (or derives it from the vision config). */
+  static fromFolder(dir: string, vision: VisionConfig | null, aspect: "square" | "pad" = "square"): ImageProcessor {
+    const p = join(dir, "preprocessor_config.json");
+    let raw: Json | null = null;
+    if (existsSync(p)) {
+      try {
+        raw = JSON.parse(readFileSync(p, "utf8"));
+      } catch (e) {
+        throw new ConfigError(`${p}: not valid JSON (${(e as Error).message})`);
+      }
+    }
+    return new ImageProcessor(preprocessorConfig(raw, vision, p), aspect);
+  }
+
+  /** RGB image → the resized/cropped RGB image the model sees (before rescale/normalise). */
+  transform(img: RgbImage): RgbImage {
+    const c = this.config;
+    let cur = img;
+    if (this.aspect === "pad") {
+      cur = expandToSquare(cur, c.mean.map((m) => Math.trunc(m * 255)) as [number, number, number]);
+    }
+    if (c.doResize) {
+      if ("shortest_edge" in c.size) {
+        const short = Math.min(cur.width, cur.height);
+        const long = Math.max(cur.width, cur.height);
+        const newShort = c.size.shortest_edge;
+        const newLong = Math.trunc((newShort * long) / short);
+        const [w, h] = cur.width <= cur.height ? [newShort, newLong] : [newLong, newShort];
+        cur = resizeBicubic(cur, w, h);
+      } else {
+        cur = resizeBicubic(cur, c.size.width, c.size.height);
+      }
+    }
+    if (c.crop) cur = centerCrop(cur, c.crop.width, c.crop.height);
+    return cur;
+  }
+
+  /** RGB image → pixel values [3, H, W] float32, rescaled and normalised in float32 as transformers does. */
+  toPixelValues(img: RgbImage): Tensor {
+    const t = this.transform(img);
+    const { width: w, height: h } = t;
+    const c = this.config;
+    const out = new Float32Array(3 * w * h);
+    for (let ch = 0; ch < 3; ch++) {
+      const mean = Math.fround(c.mean[ch] as number);
+      const std = Math.fround(c.std[ch] as number);
+      for (let i = 0; i < w * h; i++) {
+        let v = Math.fround((t.data[i * 3 + ch] as number) * c.rescaleFactor);
+        if (c.doNormalize) v = Math.fround(Math.fround(v - mean) / std);
+        out[ch * w * h + i] = v;
+      }
+    }
+    return tensor(out, { shape: [3, h, w] });
+  }
+
+  async preprocess(input: string | Buffer, name?: string): Promise<Tensor> {
+    return this.toPixelValues(await decodeImage(input, name));
+  }
+}
