@@ -79,9 +79,21 @@ const summarize = (rows: Row[]) => ({
   tiny_view_us: best(rows, "tiny_view_us", false),
 });
 const ours = { ...summarize(oursRows), tiny_add_scoped_us: best(oursRows, "tiny_add_scoped_us", false) };
-console.log(JSON.stringify({ bench: "engine", impl: "tinyllava", libtorch: torch.libtorchVersion(), threads, rounds: ROUNDS, ...ours }));
+console.log(
+  JSON.stringify({
+    bench: "engine",
+    impl: "tinyllava",
+    libtorch: torch.libtorchVersion(),
+    threads,
+    rounds: ROUNDS,
+    ...ours,
+  }),
+);
 const py = pyRows.length > 0 ? summarize(pyRows) : null;
-if (py) console.log(JSON.stringify({ bench: "engine", impl: "pytorch", torch: pyRows[0]?.torch, threads, rounds: ROUNDS, ...py }));
+if (py)
+  console.log(
+    JSON.stringify({ bench: "engine", impl: "pytorch", torch: pyRows[0]?.torch, threads, rounds: ROUNDS, ...py }),
+  );
 else console.log(JSON.stringify({ bench: "engine", impl: "pytorch", error: pyError }));
 if (py) {
   const r = (x: number, y: number) => Number((x / y).toFixed(3));

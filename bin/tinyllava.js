@@ -4,7 +4,9 @@ import { existsSync } from "node:fs";
 
 const main = new URL("../dist/src/cli/main.js", import.meta.url);
 if (!existsSync(main)) {
-  console.error("tinyllava is not built yet: run `bash scripts/setup.sh` (installs libtorch, builds the addon and the CLI)");
+  console.error(
+    "tinyllava is not built yet: run `bash scripts/setup.sh` (installs libtorch, builds the addon and the CLI)",
+  );
   process.exit(1);
 }
 await import(main.href);

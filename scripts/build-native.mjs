@@ -41,13 +41,17 @@ if (!v) {
   process.exit(1);
 }
 if (v.major < 1 || (v.major === 1 && v.minor < 13)) {
-  console.error(`tinyllava: libtorch ${v.major}.${v.minor}.${v.patch} (${v.header}) is too old; version 1.13 or newer is required`);
+  console.error(
+    `tinyllava: libtorch ${v.major}.${v.minor}.${v.patch} (${v.header}) is too old; version 1.13 or newer is required`,
+  );
   process.exit(1);
 }
 if (!force && existsSync(out) && statSync(out).mtimeMs > newestSource()) {
   process.exit(0);
 }
-console.log(`tinyllava: building the native addon against libtorch ${v.major}.${v.minor}.${v.patch}${process.env.LIBTORCH ? ` (LIBTORCH=${process.env.LIBTORCH})` : " (system)"}`);
+console.log(
+  `tinyllava: building the native addon against libtorch ${v.major}.${v.minor}.${v.patch}${process.env.LIBTORCH ? ` (LIBTORCH=${process.env.LIBTORCH})` : " (system)"}`,
+);
 const jobs = String(Math.max(1, (await import("node:os")).availableParallelism()));
 const napiInclude = join(root, "node_modules", "node-api-headers", "include");
 if (!existsSync(join(napiInclude, "node_api.h"))) {
@@ -55,5 +59,9 @@ if (!existsSync(join(napiInclude, "node_api.h"))) {
   process.exit(1);
 }
 const build = join(native, "build");
-execFileSync("cmake", ["-S", native, "-B", build, "-DCMAKE_BUILD_TYPE=Release", `-DNODE_API_INCLUDE_DIR=${napiInclude}`], { stdio: "inherit" });
+execFileSync(
+  "cmake",
+  ["-S", native, "-B", build, "-DCMAKE_BUILD_TYPE=Release", `-DNODE_API_INCLUDE_DIR=${napiInclude}`],
+  { stdio: "inherit" },
+);
 execFileSync("cmake", ["--build", build, "--parallel", jobs], { stdio: "inherit" });

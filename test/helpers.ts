@@ -53,7 +53,9 @@ export function assertClose(
     const xi = x[i] as number;
     const yi = y[i] as number;
     if (!(Math.abs(xi - yi) <= atol + rtol * Math.abs(yi)) && !(Number.isNaN(xi) && Number.isNaN(yi)) && xi !== yi) {
-      assert.fail(`${opts.what ?? "values"}[${i}]: got ${xi}, expected ${yi} (rtol ${rtol}, atol ${atol}); ${JSON.stringify(diff(x, y))}`);
+      assert.fail(
+        `${opts.what ?? "values"}[${i}]: got ${xi}, expected ${yi} (rtol ${rtol}, atol ${atol}); ${JSON.stringify(diff(x, y))}`,
+      );
     }
   }
 }

@@ -23,7 +23,11 @@ export function canonicalKey(key: string): string | null {
   }
   const mmp = /^multi_modal_projector\.linear_(\d+)\.(.+)$/.exec(k);
   if (mmp) k = `connector._connector.${2 * (Number(mmp[1]) - 1)}.${mmp[2]}`;
-  if (k.startsWith("language_model.") && !k.startsWith("language_model.model.") && !k.startsWith("language_model.lm_head.")) {
+  if (
+    k.startsWith("language_model.") &&
+    !k.startsWith("language_model.model.") &&
+    !k.startsWith("language_model.lm_head.")
+  ) {
     k = `language_model.model.${k.slice("language_model.".length)}`;
   }
   if (k.startsWith("vision_tower.vision_model.head.")) return null;
@@ -34,7 +38,8 @@ export function canonicalKey(key: string): string | null {
 export function detectLayout(keys: Iterable<string>): CheckpointLayout {
   let vm = false;
   for (const k of keys) {
-    if (k.startsWith("vision_tower._vision_tower.") || k.startsWith("connector._connector.")) return "tinyllava-factory";
+    if (k.startsWith("vision_tower._vision_tower.") || k.startsWith("connector._connector."))
+      return "tinyllava-factory";
     if (k.startsWith("model.language_model.") || k.startsWith("model.vision_tower.")) return "modern";
     if (k.startsWith("vision_tower.vision_model.")) vm = true;
   }

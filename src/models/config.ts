@@ -18,7 +18,9 @@ export class Fields {
     return this.obj[k] !== undefined && this.obj[k] !== null;
   }
   private fail(k: string, expected: string): never {
-    throw new ConfigError(`${this.where}: field "${k}" ${this.has(k) ? `is ${JSON.stringify(this.obj[k])}` : "is missing"}; expected ${expected}`);
+    throw new ConfigError(
+      `${this.where}: field "${k}" ${this.has(k) ? `is ${JSON.stringify(this.obj[k])}` : "is missing"}; expected ${expected}`,
+    );
   }
   int(k: string, dflt?: number, opts: { min?: number } = {}): number {
     const v = this.obj[k];
@@ -109,7 +111,8 @@ export interface TextConfig {
 function optId(f: Fields, k: string): number | null {
   const v = f.obj[k];
   if (v === undefined || v === null) return null;
-  if (typeof v !== "number" || !Number.isInteger(v)) throw new ConfigError(`${f.where}: field "${k}" is ${JSON.stringify(v)}; expected a token id`);
+  if (typeof v !== "number" || !Number.isInteger(v))
+    throw new ConfigError(`${f.where}: field "${k}" is ${JSON.stringify(v)}; expected a token id`);
   return v;
 }
 
@@ -126,8 +129,10 @@ export function parseTextConfig(f: Fields, tieDefault = false): TextConfig {
   const head_dim = f.int("head_dim", Math.floor(hidden_size / num_attention_heads), { min: 1 });
   // transformers 5 groups rope settings under rope_parameters; older configs have them at top level.
   const rp = f.optObj("rope_parameters");
-  const rope_theta = rp?.num("rope_theta", f.num("rope_theta", 10000)) ?? f.num("rope_theta", model_type === "phi" ? 10000 : 10000);
-  const partial_rotary_factor = rp?.num("partial_rotary_factor", f.num("partial_rotary_factor", 1)) ?? f.num("partial_rotary_factor", 1);
+  const rope_theta =
+    rp?.num("rope_theta", f.num("rope_theta", 10000)) ?? f.num("rope_theta", model_type === "phi" ? 10000 : 10000);
+  const partial_rotary_factor =
+    rp?.num("partial_rotary_factor", f.num("partial_rotary_factor", 1)) ?? f.num("partial_rotary_factor", 1);
   let rope_scaling: RopeScaling | null = null;
   const rs = f.optObj("rope_scaling");
   const ropeType = rp?.str("rope_type", "default") ?? rs?.str("rope_type", rs.str("type", "default")) ?? "default";
@@ -136,7 +141,9 @@ export function parseTextConfig(f: Fields, tieDefault = false): TextConfig {
     rope_scaling = {
       rope_type: ropeType,
       factor: src?.num("factor", 1),
-      original_max_position_embeddings: src?.has("original_max_position_embeddings") ? src.int("original_max_position_embeddings") : undefined,
+      original_max_position_embeddings: src?.has("original_max_position_embeddings")
+        ? src.int("original_max_position_embeddings")
+        : undefined,
       low_freq_factor: src?.has("low_freq_factor") ? src.num("low_freq_factor") : undefined,
       high_freq_factor: src?.has("high_freq_factor") ? src.num("high_freq_factor") : undefined,
     };
@@ -193,10 +200,12 @@ export function parseVisionConfig(f: Fields): VisionConfig {
   const isClip = mt === "clip_vision_model";
   const hidden = f.int("hidden_size", undefined, { min: 1 });
   const heads = f.int("num_attention_heads", undefined, { min: 1 });
-  if (hidden % heads !== 0) throw new ConfigError(`${f.where}: hidden_size ${hidden} is not divisible by num_attention_heads ${heads}`);
+  if (hidden % heads !== 0)
+    throw new ConfigError(`${f.where}: hidden_size ${hidden} is not divisible by num_attention_heads ${heads}`);
   const image_size = f.int("image_size", undefined, { min: 1 });
   const patch_size = f.int("patch_size", undefined, { min: 1 });
-  if (image_size % patch_size !== 0) throw new ConfigError(`${f.where}: image_size ${image_size} is not a multiple of patch_size ${patch_size}`);
+  if (image_size % patch_size !== 0)
+    throw new ConfigError(`${f.where}: image_size ${image_size} is not a multiple of patch_size ${patch_size}`);
   return {
     model_type: mt as VisionConfig["model_type"],
     hidden_size: hidden,
@@ -248,7 +257,10 @@ export function parseTinyLlavaConfig(raw: Json, where = "config.json"): TinyLlav
   if (mt === "tinyllava") connector_type = f.str("connector_type");
   else {
     const act = f.str("projector_hidden_act", "gelu");
-    if (act !== "gelu") throw new ConfigError(`${where}: projector_hidden_act "${act}" is not supported (llava's projector is Linear-GELU-Linear)`);
+    if (act !== "gelu")
+      throw new ConfigError(
+        `${where}: projector_hidden_act "${act}" is not supported (llava's projector is Linear-GELU-Linear)`,
+      );
   }
   return {
     source_format: mt,

@@ -9,7 +9,14 @@ import { noGrad } from "../torch/autograd.js";
 import type { DType } from "../torch/dtype.js";
 import { SafetensorsCheckpoint } from "../torch/safetensors.js";
 import { canonicalKey } from "./checkpoint.js";
-import { Fields, type Json, parseTextConfig, parseTinyLlavaConfig, parseVisionConfig, type TinyLlavaConfig } from "./config.js";
+import {
+  Fields,
+  type Json,
+  parseTextConfig,
+  parseTinyLlavaConfig,
+  parseVisionConfig,
+  type TinyLlavaConfig,
+} from "./config.js";
 import { TinyLlava } from "./tinyllava.js";
 
 export interface LoadOptions {
@@ -40,7 +47,13 @@ function weightsError(dir: string): CheckpointError {
 }
 
 /** Loads a checkpoint's tensors (mapped to internal names by `rename`) into `model`, strictly. */
-function loadInto(model: TinyLlava, dir: string, rename: (k: string) => string | null, dtype: DType, skipPrefixes: string[] = []): void {
+function loadInto(
+  model: TinyLlava,
+  dir: string,
+  rename: (k: string) => string | null,
+  dtype: DType,
+  skipPrefixes: string[] = [],
+): void {
   if (!hasWeights(dir)) throw weightsError(dir);
   const ck = SafetensorsCheckpoint.open(dir);
   try {
@@ -73,8 +86,14 @@ function loadInto(model: TinyLlava, dir: string, rename: (k: string) => string |
     const missing = expected.filter((k) => !seen.has(k) && !k.endsWith(".position_ids"));
     if (missing.length > 0 || unexpected.length > 0) {
       const parts: string[] = [];
-      if (missing.length) parts.push(`missing weights (${missing.length}): ${missing.slice(0, 12).join(", ")}${missing.length > 12 ? ", …" : ""}`);
-      if (unexpected.length) parts.push(`unexpected weights (${unexpected.length}): ${unexpected.slice(0, 12).join(", ")}${unexpected.length > 12 ? ", …" : ""}`);
+      if (missing.length)
+        parts.push(
+          `missing weights (${missing.length}): ${missing.slice(0, 12).join(", ")}${missing.length > 12 ? ", …" : ""}`,
+        );
+      if (unexpected.length)
+        parts.push(
+          `unexpected weights (${unexpected.length}): ${unexpected.slice(0, 12).join(", ")}${unexpected.length > 12 ? ", …" : ""}`,
+        );
       throw new CheckpointError(`${dir}: checkpoint does not match the model: ${parts.join("; ")}`);
     }
   } finally {
@@ -103,10 +122,15 @@ export function loadTinyLlava(dir: string, opts: LoadOptions = {}): TinyLlava {
   const keys = new Set([...checkpointKeys(dir)].map((k) => canonicalKey(k)).filter((k): k is string => k !== null));
   const model = withoutInit(() => new TinyLlava(config, dtype, { keys }));
   const tied = config.text.tie_word_embeddings;
-  loadInto(model, dir, (k) => {
-    const c = canonicalKey(k);
-    return tied && c === "language_model.lm_head.weight" ? null : c;
-  }, dtype);
+  loadInto(
+    model,
+    dir,
+    (k) => {
+      const c = canonicalKey(k);
+      return tied && c === "language_model.lm_head.weight" ? null : c;
+    },
+    dtype,
+  );
   return model;
 }
 
@@ -131,7 +155,13 @@ function visionRename(k: string): string | null {
 }
 
 /** Loads one component folder into the matching part of `model` (others must be loaded separately). */
-function loadPart(model: TinyLlava, dir: string, part: "language_model." | "vision_tower." | "connector.", tied: boolean, dtype: DType): void {
+function loadPart(
+  model: TinyLlava,
+  dir: string,
+  part: "language_model." | "vision_tower." | "connector.",
+  tied: boolean,
+  dtype: DType,
+): void {
   const rename =
     part === "vision_tower."
       ? visionRename

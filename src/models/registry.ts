@@ -30,13 +30,18 @@ export const VISION_TOWERS: Record<string, (cfg: VisionConfig, dtype: DType) => 
 export function buildLanguageModel(cfg: TextConfig, ctx: BuildContext): CausalLM {
   const build = LLM_FAMILIES[cfg.model_type];
   if (!build) {
-    throw new ConfigError(`unknown LLM model_type "${cfg.model_type}"; supported: ${Object.keys(LLM_FAMILIES).join(", ")}`);
+    throw new ConfigError(
+      `unknown LLM model_type "${cfg.model_type}"; supported: ${Object.keys(LLM_FAMILIES).join(", ")}`,
+    );
   }
   return build(cfg, ctx);
 }
 
 export function buildVisionTower(cfg: VisionConfig, dtype: DType): VisionTower {
   const build = VISION_TOWERS[cfg.model_type];
-  if (!build) throw new ConfigError(`unknown vision model_type "${cfg.model_type}"; supported: ${Object.keys(VISION_TOWERS).join(", ")}`);
+  if (!build)
+    throw new ConfigError(
+      `unknown vision model_type "${cfg.model_type}"; supported: ${Object.keys(VISION_TOWERS).join(", ")}`,
+    );
   return build(cfg, dtype);
 }

@@ -69,9 +69,14 @@ export class TinyLlava extends Module {
       ),
     );
     const lmKeys = parts.keys
-      ? new Set([...parts.keys].filter((k) => k.startsWith("language_model.")).map((k) => k.slice("language_model.".length)))
+      ? new Set(
+          [...parts.keys].filter((k) => k.startsWith("language_model.")).map((k) => k.slice("language_model.".length)),
+        )
       : undefined;
-    this.languageModel = this.registerModule("language_model", buildLanguageModel(config.text, { dtype, keys: lmKeys }));
+    this.languageModel = this.registerModule(
+      "language_model",
+      buildLanguageModel(config.text, { dtype, keys: lmKeys }),
+    );
   }
 
   /** Vision features after the select strategy: hidden_states[vision_feature_layer], first token dropped for
@@ -115,7 +120,8 @@ export class TinyLlava extends Module {
         labels: labels ?? undefined,
       };
     }
-    if (!pixelValues) throw new RangeError(`input_ids has ${nImageTokens} image token(s) but no pixel values were given`);
+    if (!pixelValues)
+      throw new RangeError(`input_ids has ${nImageTokens} image token(s) but no pixel values were given`);
     const features = this.encodeImages(pixelValues).to(text.dtype); // [N, T, H]
     const [N, T] = features.shape as [number, number];
     const maskArr = attentionMask ? attentionMask.toArray() : null;
@@ -169,10 +175,21 @@ export class TinyLlava extends Module {
     });
     const pad = (xs: number[], v: number) => [...xs, ...new Array(maxLen - xs.length).fill(v)];
     return {
-      inputsEmbeds: cat(embeds.map((e) => e.unsqueeze(0)), 0),
+      inputsEmbeds: cat(
+        embeds.map((e) => e.unsqueeze(0)),
+        0,
+      ),
       embedsScaled,
-      attentionMask: tensor(rows.map((r) => pad(r.mask, 0)), { dtype: "int64" }),
-      labels: labels ? tensor(rows.map((r) => pad(r.labels, IGNORE_INDEX)), { dtype: "int64" }) : undefined,
+      attentionMask: tensor(
+        rows.map((r) => pad(r.mask, 0)),
+        { dtype: "int64" },
+      ),
+      labels: labels
+        ? tensor(
+            rows.map((r) => pad(r.labels, IGNORE_INDEX)),
+            { dtype: "int64" },
+          )
+        : undefined,
     };
   }
 

@@ -28,6 +28,7 @@ const ACTIVATIONS: Record<string, Activation> = {
 
 export function getActivation(name: string, where = "hidden_act"): Activation {
   const a = ACTIVATIONS[name];
-  if (!a) throw new ConfigError(`${where}: unknown activation "${name}" (supported: ${Object.keys(ACTIVATIONS).join(", ")})`);
+  if (!a)
+    throw new ConfigError(`${where}: unknown activation "${name}" (supported: ${Object.keys(ACTIVATIONS).join(", ")})`);
   return a;
 }

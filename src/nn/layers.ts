@@ -60,7 +60,12 @@ export class Embedding extends Module {
     opts: LayerOptions & { paddingIdx?: number } = {},
   ) {
     super();
-    this.weight = this.registerParameter("weight", initEnabled ? empty([numEmbeddings, embeddingDim], co(opts)).normal_(0, 1) : empty([numEmbeddings, embeddingDim], co(opts)));
+    this.weight = this.registerParameter(
+      "weight",
+      initEnabled
+        ? empty([numEmbeddings, embeddingDim], co(opts)).normal_(0, 1)
+        : empty([numEmbeddings, embeddingDim], co(opts)),
+    );
   }
   forward(ids: Tensor): Tensor {
     return F.embedding(this.weight, ids);
@@ -80,7 +85,8 @@ export class LayerNorm extends Module {
     this.normalizedShape = typeof normalizedShape === "number" ? [normalizedShape] : normalizedShape;
     const affine = opts.elementwiseAffine ?? true;
     this.weight = affine ? this.registerParameter("weight", ones(this.normalizedShape, co(opts))) : null;
-    this.bias = affine && opts.bias !== false ? this.registerParameter("bias", zeros(this.normalizedShape, co(opts))) : null;
+    this.bias =
+      affine && opts.bias !== false ? this.registerParameter("bias", zeros(this.normalizedShape, co(opts))) : null;
   }
   forward(x: Tensor): Tensor {
     return F.layerNorm(x, this.normalizedShape, this.weight, this.bias, this.eps);
@@ -118,7 +124,8 @@ export class Conv2d extends Module {
       "weight",
       uniform(empty([outChannels, inChannels, kernelSize, kernelSize], co(opts)), bound),
     );
-    this.bias = opts.bias === false ? null : this.registerParameter("bias", uniform(empty([outChannels], co(opts)), bound));
+    this.bias =
+      opts.bias === false ? null : this.registerParameter("bias", uniform(empty([outChannels], co(opts)), bound));
   }
   forward(x: Tensor): Tensor {
     return F.conv2d(x, this.weight, this.bias, { stride: this.opts.stride ?? 1, padding: this.opts.padding ?? 0 });

@@ -137,8 +137,14 @@ export class Module {
     const missing = [...own.keys()].filter((k) => !seen.has(k));
     if (strict && (missing.length > 0 || unexpected.length > 0)) {
       const parts: string[] = [];
-      if (missing.length) parts.push(`missing keys (${missing.length}): ${missing.slice(0, 20).join(", ")}${missing.length > 20 ? ", …" : ""}`);
-      if (unexpected.length) parts.push(`unexpected keys (${unexpected.length}): ${unexpected.slice(0, 20).join(", ")}${unexpected.length > 20 ? ", …" : ""}`);
+      if (missing.length)
+        parts.push(
+          `missing keys (${missing.length}): ${missing.slice(0, 20).join(", ")}${missing.length > 20 ? ", …" : ""}`,
+        );
+      if (unexpected.length)
+        parts.push(
+          `unexpected keys (${unexpected.length}): ${unexpected.slice(0, 20).join(", ")}${unexpected.length > 20 ? ", …" : ""}`,
+        );
       throw new CheckpointError(`${src}state dict does not match the model: ${parts.join("; ")}`);
     }
     noGrad(() => {

@@ -2,11 +2,11 @@
 // each head (d = head_dim × partial_rotary_factor), cos/sin of positions × inv_freq duplicated over both halves,
 // x·cos + rotate_half(x)·sin on the first d channels, the rest passed through.
 import { ConfigError } from "../errors.js";
+import type { RopeScaling } from "../models/config.js";
 import { arange, cat, tensor } from "../torch/creation.js";
 import type { DType } from "../torch/dtype.js";
 import { tidy } from "../torch/memory.js";
 import type { Tensor } from "../torch/tensor.js";
-import type { RopeScaling } from "../models/config.js";
 
 export interface RopeOptions {
   headDim: number;
@@ -22,7 +22,8 @@ export class RotaryEmbedding {
 
   constructor(readonly opts: RopeOptions) {
     const d = Math.floor(opts.headDim * (opts.partialRotaryFactor ?? 1));
-    if (d % 2 !== 0 || d <= 0) throw new ConfigError(`rotary dimension ${d} (head_dim × partial_rotary_factor) must be even and positive`);
+    if (d % 2 !== 0 || d <= 0)
+      throw new ConfigError(`rotary dimension ${d} (head_dim × partial_rotary_factor) must be even and positive`);
     this.rotaryDim = d;
     let inv = Array.from({ length: d / 2 }, (_, i) => 1 / opts.theta ** ((2 * i) / d));
     let scale = 1;
@@ -49,7 +50,9 @@ export class RotaryEmbedding {
           break;
         }
         default:
-          throw new ConfigError(`rope_scaling type "${s.rope_type}" is not supported (supported: default, linear, llama3)`);
+          throw new ConfigError(
+            `rope_scaling type "${s.rope_type}" is not supported (supported: default, linear, llama3)`,
+          );
       }
     }
     this.invFreq = inv;
@@ -69,7 +72,8 @@ export class RotaryEmbedding {
   }
 
   private invFreqTensor(): Tensor {
-    if (this.opts.scaling && this.opts.scaling.rope_type !== "linear") return tensor(this.invFreq, { dtype: "float32" });
+    if (this.opts.scaling && this.opts.scaling.rope_type !== "linear")
+      return tensor(this.invFreq, { dtype: "float32" });
     // 1 / θ^(arange(0, d, 2) / d) in float32 ops, as transformers' default rope init
     const d = this.rotaryDim;
     const exps = arange(0, d, 2, { dtype: "int64" }).to("float32").div(d);

@@ -4,7 +4,7 @@
 // fixed-point coefficients and 8-bit rounding between passes), centre crop, rescale, normalise → float32 [3, H, W].
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import sharp from "sharp";
+import sharp, { type Metadata, type OutputInfo } from "sharp";
 import { ConfigError, ImageError } from "../errors.js";
 import { Fields, type Json, type VisionConfig } from "../models/config.js";
 import { tensor } from "../torch/creation.js";
@@ -24,7 +24,10 @@ export const CLIP_STD = [0.26862954, 0.26130258, 0.27577711];
 export const MAX_PIXELS = 100_000_000;
 
 /** Decodes an image file or buffer to RGB. Throws ImageError for corrupt, truncated, empty or huge images. */
-export async function decodeImage(input: string | Buffer, name = typeof input === "string" ? input : "image"): Promise<RgbImage> {
+export async function decodeImage(
+  input: string | Buffer,
+  name = typeof input === "string" ? input : "image",
+): Promise<RgbImage> {
   let bytes: Buffer;
   if (typeof input === "string") {
     if (!existsSync(input)) throw new ImageError(`${name}: file not found`);
@@ -33,7 +36,7 @@ export async function decodeImage(input: string | Buffer, name = typeof input ==
     bytes = input;
   }
   if (bytes.length === 0) throw new ImageError(`${name}: empty file`);
-  let meta: sharp.Metadata;
+  let meta: Metadata;
   try {
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch (e) {
@@ -44,9 +47,11 @@ export async function decodeImage(input: string | Buffer, name = typeof input ==
   if (width * height > MAX_PIXELS) {
     throw new ImageError(`${name}: ${width}×${height} pixels is larger than the ${MAX_PIXELS}-pixel limit`);
   }
-  let raw: { data: Buffer; info: sharp.OutputInfo };
+  let raw: { data: Buffer; info: OutputInfo };
   try {
-    raw = await sharp(bytes, { limitInputPixels: MAX_PIXELS, failOn: "error", pages: 1 }).raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
+    raw = await sharp(bytes, { limitInputPixels: MAX_PIXELS, failOn: "error", pages: 1 })
+      .raw({ depth: "uchar" })
+      .toBuffer({ resolveWithObject: true });
   } catch (e) {
     throw new ImageError(`${name}: could not decode (${(e as Error).message})`);
   }
@@ -133,7 +138,7 @@ function precomputeCoeffs(inSize: number, outSize: number): Coeffs {
 
 const clip8 = (v: number) => {
   const r = v >> PRECISION_BITS; // arithmetic shift, as PIL's int32 maths
-  return r < 0 ? 0 : r > 255 ? 255 : r;
+  return r < 0 ? 0 : Math.min(r, 255);
 };
 
 function resampleHorizontal(img: RgbImage, outW: number): RgbImage {
@@ -238,7 +243,11 @@ function triple(f: Fields, k: string, dflt: number[]): [number, number, number] 
 
 /** From preprocessor_config.json; when absent, from the vision config (SigLIP: resize to image_size, mean/std 0.5;
  * CLIP: shortest edge + centre crop to image_size, OpenAI mean/std). */
-export function preprocessorConfig(raw: Json | null, vision: VisionConfig | null, where = "preprocessor_config.json"): PreprocessorConfig {
+export function preprocessorConfig(
+  raw: Json | null,
+  vision: VisionConfig | null,
+  where = "preprocessor_config.json",
+): PreprocessorConfig {
   if (raw) {
     const f = new Fields(raw, where);
     const cls = f.str("image_processor_type", f.str("feature_extractor_type", ""));
@@ -248,15 +257,23 @@ export function preprocessorConfig(raw: Json | null, vision: VisionConfig | null
     if (typeof sizeRaw === "number") size = isClip ? { shortest_edge: sizeRaw } : { height: sizeRaw, width: sizeRaw };
     else {
       const s = f.obj_("size");
-      size = s.has("shortest_edge") ? { shortest_edge: s.int("shortest_edge", undefined, { min: 1 }) } : { height: s.int("height", undefined, { min: 1 }), width: s.int("width", undefined, { min: 1 }) };
+      size = s.has("shortest_edge")
+        ? { shortest_edge: s.int("shortest_edge", undefined, { min: 1 }) }
+        : { height: s.int("height", undefined, { min: 1 }), width: s.int("width", undefined, { min: 1 }) };
     }
     let crop: PreprocessorConfig["crop"] = null;
     if (f.bool("do_center_crop", isClip) && f.has("crop_size")) {
       const c = f.obj.crop_size;
-      crop = typeof c === "number" ? { height: c, width: c } : { height: f.obj_("crop_size").int("height"), width: f.obj_("crop_size").int("width") };
+      crop =
+        typeof c === "number"
+          ? { height: c, width: c }
+          : { height: f.obj_("crop_size").int("height"), width: f.obj_("crop_size").int("width") };
     }
     const resample = f.int("resample", 3);
-    if (resample !== 3) throw new ConfigError(`${where}: resample ${resample} is not supported (only 3 = bicubic, what SigLIP and CLIP use)`);
+    if (resample !== 3)
+      throw new ConfigError(
+        `${where}: resample ${resample} is not supported (only 3 = bicubic, what SigLIP and CLIP use)`,
+      );
     return {
       kind: isClip ? "clip" : "siglip",
       size,
@@ -271,9 +288,27 @@ export function preprocessorConfig(raw: Json | null, vision: VisionConfig | null
   if (!vision) throw new ConfigError(`${where}: missing, and no vision config to derive the preprocessing from`);
   const s = vision.image_size;
   if (vision.model_type === "clip_vision_model") {
-    return { kind: "clip", size: { shortest_edge: s }, crop: { height: s, width: s }, mean: [...CLIP_MEAN] as [number, number, number], std: [...CLIP_STD] as [number, number, number], rescaleFactor: 1 / 255, doResize: true, doNormalize: true };
+    return {
+      kind: "clip",
+      size: { shortest_edge: s },
+      crop: { height: s, width: s },
+      mean: [...CLIP_MEAN] as [number, number, number],
+      std: [...CLIP_STD] as [number, number, number],
+      rescaleFactor: 1 / 255,
+      doResize: true,
+      doNormalize: true,
+    };
   }
-  return { kind: "siglip", size: { height: s, width: s }, crop: null, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], rescaleFactor: 1 / 255, doResize: true, doNormalize: true };
+  return {
+    kind: "siglip",
+    size: { height: s, width: s },
+    crop: null,
+    mean: [0.5, 0.5, 0.5],
+    std: [0.5, 0.5, 0.5],
+    rescaleFactor: 1 / 255,
+    doResize: true,
+    doNormalize: true,
+  };
 }
 
 export class ImageProcessor {

@@ -67,7 +67,10 @@ export function renderConversation(
     ];
   }
   const tpl = TEMPLATES[name];
-  if (!tpl) throw new ConfigError(`unknown conversation template "${name}"; known: ${[...Object.keys(TEMPLATES), "pretrain", "raw"].join(", ")}`);
+  if (!tpl)
+    throw new ConfigError(
+      `unknown conversation template "${name}"; known: ${[...Object.keys(TEMPLATES), "pretrain", "raw"].join(", ")}`,
+    );
   const segs: RenderedSegment[] = [{ text: `${SYSTEM} `, target: false }];
   let first = true;
   for (const t of turns) {

@@ -20,7 +20,8 @@ function readJson(path: string): Json {
 
 function tokenContent(v: unknown): string | null {
   if (typeof v === "string") return v;
-  if (v && typeof v === "object" && typeof (v as { content?: unknown }).content === "string") return (v as { content: string }).content;
+  if (v && typeof v === "object" && typeof (v as { content?: unknown }).content === "string")
+    return (v as { content: string }).content;
   return null;
 }
 
@@ -32,7 +33,8 @@ const QWEN2_PATTERN =
 function tokenizerJsonFromVocab(dir: string, config: Json): Json {
   const vocabPath = join(dir, "vocab.json");
   const mergesPath = join(dir, "merges.txt");
-  if (!existsSync(mergesPath)) throw new TokenizerError(`${dir}: vocab.json without merges.txt; a BPE tokenizer needs both`);
+  if (!existsSync(mergesPath))
+    throw new TokenizerError(`${dir}: vocab.json without merges.txt; a BPE tokenizer needs both`);
   const vocab = readJson(vocabPath) as Record<string, number>;
   const merges = readFileSync(mergesPath, "utf8")
     .split("\n")
@@ -40,7 +42,8 @@ function tokenizerJsonFromVocab(dir: string, config: Json): Json {
   const added: { id: number; content: string; special: boolean }[] = [];
   const addedPath = join(dir, "added_tokens.json");
   if (existsSync(addedPath)) {
-    for (const [content, id] of Object.entries(readJson(addedPath))) added.push({ id: id as number, content, special: true });
+    for (const [content, id] of Object.entries(readJson(addedPath)))
+      added.push({ id: id as number, content, special: true });
   }
   const decoderMap = (config.added_tokens_decoder ?? {}) as Record<string, Json>;
   for (const [id, tok] of Object.entries(decoderMap)) {
@@ -66,7 +69,15 @@ function tokenizerJsonFromVocab(dir: string, config: Json): Json {
     version: "1.0",
     added_tokens: added
       .sort((a, b) => a.id - b.id)
-      .map((a) => ({ id: a.id, content: a.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: a.special })),
+      .map((a) => ({
+        id: a.id,
+        content: a.content,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special: a.special,
+      })),
     normalizer: isQwen ? { type: "NFC" } : null,
     pre_tokenizer: isQwen
       ? {
@@ -124,13 +135,15 @@ export class TinyTokenizer {
     const specialMapPath = join(dir, "special_tokens_map.json");
     if (existsSync(specialMapPath)) {
       const sm = readJson(specialMapPath);
-      for (const k of ["bos_token", "eos_token", "pad_token", "unk_token"]) if (config[k] === undefined && sm[k] !== undefined) config[k] = sm[k];
+      for (const k of ["bos_token", "eos_token", "pad_token", "unk_token"])
+        if (config[k] === undefined && sm[k] !== undefined) config[k] = sm[k];
     }
     let json: Json;
     if (existsSync(join(dir, "tokenizer.json"))) json = readJson(join(dir, "tokenizer.json"));
     else if (existsSync(join(dir, "vocab.json"))) json = tokenizerJsonFromVocab(dir, config);
     else throw new TokenizerError(`${dir}: no tokenizer.json, and no vocab.json + merges.txt`);
-    if (!json.model || typeof json.model !== "object") throw new TokenizerError(`${dir}: tokenizer.json has no "model"`);
+    if (!json.model || typeof json.model !== "object")
+      throw new TokenizerError(`${dir}: tokenizer.json has no "model"`);
     // BOS handling per tokenizer_config.json: Llama-style configs say add_bos_token; the library reads it from config
     let tok: Tokenizer;
     try {
@@ -167,10 +180,7 @@ export class TinyTokenizer {
   decode(ids: number[], opts: { skipSpecialTokens?: boolean } = {}): string {
     const valid = ids.filter((i) => i >= 0);
     if (valid.length === 0) return "";
-    return this.tokenizer.decode(
-      valid,
-      { skip_special_tokens: opts.skipSpecialTokens ?? true },
-    );
+    return this.tokenizer.decode(valid, { skip_special_tokens: opts.skipSpecialTokens ?? true });
   }
 
   /** TinyLLaVA Factory's tokenizer_image_token: the text around each "<image>" is tokenised separately and joined

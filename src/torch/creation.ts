@@ -61,7 +61,12 @@ export function randn(shape: Shape, o?: CreateOptions & { generator?: Generator 
 export function rand(shape: Shape, o?: CreateOptions & { generator?: Generator }): Tensor {
   return finish(new Tensor(N.rand([...shape], dt(o), o?.device, o?.generator?.id)), o);
 }
-export function randint(low: number, high: number, shape: Shape, o?: CreateOptions & { generator?: Generator }): Tensor {
+export function randint(
+  low: number,
+  high: number,
+  shape: Shape,
+  o?: CreateOptions & { generator?: Generator },
+): Tensor {
   return new Tensor(N.randint(low, high, [...shape], dt(o, "int64"), o?.device, o?.generator?.id));
 }
 
@@ -120,7 +125,8 @@ export function tensor(
   const shape = o?.shape ? [...o.shape] : inferShape(data);
   const flat: unknown[] = Array.isArray(data) ? (data as unknown[]).flat(Number.POSITIVE_INFINITY) : [data];
   const n = shape.reduce((a, b) => a * b, 1);
-  if (flat.length !== n) throw new RangeError(`tensor(): data has ${flat.length} values but shape [${shape}] needs ${n}`);
+  if (flat.length !== n)
+    throw new RangeError(`tensor(): data has ${flat.length} values but shape [${shape}] needs ${n}`);
   const dtype = o?.dtype ?? (typeof flat[0] === "boolean" ? "bool" : "float32");
   let buf: NumericArray;
   switch (dtype) {

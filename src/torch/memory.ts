@@ -42,7 +42,7 @@ export function track(t: Trackable): void {
   else backstop(t);
 }
 
-const escape = track;
+const escapeScope = track;
 
 function collect(value: unknown, out: Set<unknown>, depth: number): void {
   if (value === null || typeof value !== "object" || depth > 6) return;
@@ -80,7 +80,7 @@ export function tidy<T>(fn: () => T): T {
   collect(result, survivors, 0);
   for (const t of scope) {
     if (t.kept) continue;
-    if (survivors.has(t)) escape(t);
+    if (survivors.has(t)) escapeScope(t);
     else t.dispose();
   }
   return result;

@@ -1,7 +1,18 @@
 // safetensors read/write (https://github.com/huggingface/safetensors format): 8-byte little-endian header length,
 // a JSON header {name: {dtype, shape, data_offsets}}, then the raw bytes. The header is validated before it is
 // trusted; tensors are read one at a time (no whole-file buffering); writes are atomic (temp file + rename).
-import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { CheckpointError } from "../errors.js";
 import { fromBuffer } from "./creation.js";
@@ -36,7 +47,11 @@ export interface TensorInfo {
   end: number;
 }
 
-function parseHeader(file: string, fd: number, fileSize: number): { infos: Map<string, TensorInfo>; metadata: Record<string, string> } {
+function parseHeader(
+  file: string,
+  fd: number,
+  fileSize: number,
+): { infos: Map<string, TensorInfo>; metadata: Record<string, string> } {
   const fail = (msg: string): never => {
     throw new CheckpointError(`${file}: ${msg}`);
   };
@@ -44,9 +59,11 @@ function parseHeader(file: string, fd: number, fileSize: number): { infos: Map<s
   const lenBuf = Buffer.alloc(8);
   readSync(fd, lenBuf, 0, 8, 0);
   const headerLen = lenBuf.readBigUInt64LE(0);
-  if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(`header declares ${headerLen} bytes, above the ${MAX_HEADER_BYTES}-byte limit`);
+  if (headerLen > BigInt(MAX_HEADER_BYTES))
+    fail(`header declares ${headerLen} bytes, above the ${MAX_HEADER_BYTES}-byte limit`);
   const hl = Number(headerLen);
-  if (8 + hl > fileSize) fail(`header declares ${hl} bytes but the file has only ${fileSize - 8} after the length prefix`);
+  if (8 + hl > fileSize)
+    fail(`header declares ${hl} bytes but the file has only ${fileSize - 8} after the length prefix`);
   const hb = Buffer.alloc(hl);
   readSync(fd, hb, 0, hl, 8);
   let header: unknown;
@@ -72,7 +89,9 @@ function parseHeader(file: string, fd: number, fileSize: number): { infos: Map<s
     if (raw === null || typeof raw !== "object" || Array.isArray(raw)) fail(`tensor "${name}": entry is not an object`);
     const r = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (typeof r.dtype !== "string" || !(r.dtype in ST_DTYPES)) {
-      fail(`tensor "${name}": unknown dtype ${JSON.stringify(r.dtype)} (expected one of ${Object.keys(ST_DTYPES).join(", ")})`);
+      fail(
+        `tensor "${name}": unknown dtype ${JSON.stringify(r.dtype)} (expected one of ${Object.keys(ST_DTYPES).join(", ")})`,
+      );
     }
     const dtype = ST_DTYPES[r.dtype as string] as DType;
     if (!Array.isArray(r.shape) || !r.shape.every((s) => Number.isSafeInteger(s) && s >= 0)) {
@@ -85,7 +104,8 @@ function parseHeader(file: string, fd: number, fileSize: number): { infos: Map<s
     }
     const [b, e] = off as [number, number];
     if (e < b) fail(`tensor "${name}": data_offsets [${b}, ${e}] end before they begin`);
-    if (e > dataLen) fail(`tensor "${name}": data_offsets [${b}, ${e}] run past the end of the data (${dataLen} bytes)`);
+    if (e > dataLen)
+      fail(`tensor "${name}": data_offsets [${b}, ${e}] run past the end of the data (${dataLen} bytes)`);
     const expected = shape.reduce((a, s) => a * s, 1) * ELEMENT_SIZE[dtype];
     if (e - b !== expected) {
       fail(`tensor "${name}": declares ${e - b} bytes but shape [${shape}] of ${r.dtype} needs ${expected}`);
@@ -97,7 +117,9 @@ function parseHeader(file: string, fd: number, fileSize: number): { infos: Map<s
     const [pn, p] = sorted[i - 1] as [string, TensorInfo];
     const [cn, c] = sorted[i] as [string, TensorInfo];
     if (c.start < p.end && c.end > c.start && p.end > p.start) {
-      fail(`tensors "${pn}" and "${cn}" overlap (bytes ${p.start - dataStart}-${p.end - dataStart} and ${c.start - dataStart}-${c.end - dataStart})`);
+      fail(
+        `tensors "${pn}" and "${cn}" overlap (bytes ${p.start - dataStart}-${p.end - dataStart} and ${c.start - dataStart}-${c.end - dataStart})`,
+      );
     }
   }
   return { infos, metadata };
@@ -181,14 +203,21 @@ export class SafetensorsCheckpoint {
     if (weightMap) {
       for (const [name, file] of Object.entries(weightMap)) {
         const f = byName.get(file);
-        if (!f) throw new CheckpointError(`${indexPath}: weight "${name}" maps to "${file}", which is not a shard of this checkpoint`);
-        if (!f.has(name)) throw new CheckpointError(`${indexPath}: weight "${name}" is listed in "${file}" but that file has no such tensor`);
+        if (!f)
+          throw new CheckpointError(
+            `${indexPath}: weight "${name}" maps to "${file}", which is not a shard of this checkpoint`,
+          );
+        if (!f.has(name))
+          throw new CheckpointError(
+            `${indexPath}: weight "${name}" is listed in "${file}" but that file has no such tensor`,
+          );
         this.owner.set(name, f);
       }
     } else {
       for (const f of files) {
         for (const k of f.keys()) {
-          if (this.owner.has(k)) throw new CheckpointError(`${f.path}: tensor "${k}" also appears in ${this.owner.get(k)?.path}`);
+          if (this.owner.has(k))
+            throw new CheckpointError(`${f.path}: tensor "${k}" also appears in ${this.owner.get(k)?.path}`);
           this.owner.set(k, f);
         }
       }
@@ -208,13 +237,16 @@ export class SafetensorsCheckpoint {
         throw new CheckpointError(`${p}: not valid JSON (${(e as Error).message})`);
       }
       const wm = index.weight_map;
-      if (wm === null || typeof wm !== "object" || Array.isArray(wm)) throw new CheckpointError(`${p}: "weight_map" is missing or not an object`);
+      if (wm === null || typeof wm !== "object" || Array.isArray(wm))
+        throw new CheckpointError(`${p}: "weight_map" is missing or not an object`);
       const names = [...new Set(Object.values(wm as Record<string, unknown>))];
-      for (const n of names) if (typeof n !== "string") throw new CheckpointError(`${p}: "weight_map" values must be file names`);
+      for (const n of names)
+        if (typeof n !== "string") throw new CheckpointError(`${p}: "weight_map" values must be file names`);
       const files = (names as string[]).map((n) => new SafetensorsFile(join(dirname(p), n)));
       return new SafetensorsCheckpoint(files, wm as Record<string, string>, p);
     }
-    if (!existsSync(p)) throw new CheckpointError(`${path}: no model.safetensors or model.safetensors.index.json found`);
+    if (!existsSync(p))
+      throw new CheckpointError(`${path}: no model.safetensors or model.safetensors.index.json found`);
     return new SafetensorsCheckpoint([new SafetensorsFile(p)]);
   }
 
@@ -335,7 +367,12 @@ export function saveShardedSafetensors(
     written.push(join(dir, name));
   });
   const indexPath = join(dir, "model.safetensors.index.json");
-  atomicWrite(indexPath, (fd) => writeAll(fd, Buffer.from(`${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`)));
+  atomicWrite(indexPath, (fd) =>
+    writeAll(
+      fd,
+      Buffer.from(`${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`),
+    ),
+  );
   written.push(indexPath);
   return written;
 }

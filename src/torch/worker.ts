@@ -117,7 +117,9 @@ export class EngineWorker {
 
   /** Calls a handler; resolves with its (decoded) result. */
   call<T = unknown>(method: string, ...args: unknown[]): Promise<T> {
-    return new Promise<T>((resolve, reject) => this.post(method, args, { resolve: resolve as (v: unknown) => void, reject }));
+    return new Promise<T>((resolve, reject) =>
+      this.post(method, args, { resolve: resolve as (v: unknown) => void, reject }),
+    );
   }
 
   /** Calls a handler that returns an (async) iterable; yields each item as the worker produces it. */
@@ -183,7 +185,8 @@ export function serveWorker(handlers: Handlers): void {
   const disposeTensors = (v: unknown) => {
     if (v instanceof Tensor) v.dispose();
     else if (Array.isArray(v)) v.forEach(disposeTensors);
-    else if (v !== null && typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) Object.values(v).forEach(disposeTensors);
+    else if (v !== null && typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype)
+      Object.values(v).forEach(disposeTensors);
   };
   port.on("message", async (m: { id: number; method: string; args: unknown }) => {
     try {

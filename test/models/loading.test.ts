@@ -4,15 +4,24 @@ import assert from "node:assert/strict";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { deflateSync } from "node:zlib";
 import { describe, test } from "node:test";
+import { deflateSync } from "node:zlib";
 import { CheckpointError, ConfigError, ImageError } from "../../src/errors.js";
 import { IMAGE_PLACEHOLDER } from "../../src/models/config.js";
 import { loadTinyLlava, tinyLlavaFromParts } from "../../src/models/load.js";
 import { decodeImage, ImageProcessor } from "../../src/processing/image.js";
 import { promptFor, renderConversation, SYSTEM } from "../../src/processing/templates.js";
 import { TinyTokenizer } from "../../src/processing/tokenizer.js";
-import { loadSafetensors, noGrad, SafetensorsFile, saveSafetensors, saveShardedSafetensors, type Tensor, tensor, tidy } from "../../src/torch/index.js";
+import {
+  loadSafetensors,
+  noGrad,
+  SafetensorsFile,
+  saveSafetensors,
+  saveShardedSafetensors,
+  type Tensor,
+  tensor,
+  tidy,
+} from "../../src/torch/index.js";
 import { diff, REFERENCE } from "../helpers.js";
 
 const M = join(REFERENCE, "models");
@@ -21,8 +30,12 @@ const tmp = () => mkdtempSync(join(tmpdir(), "tl-load-"));
 function logitsOf(dir: string, dtype: "float32" | "float64" | "bfloat16" = "float64"): Tensor {
   const m = loadTinyLlava(dir, { dtype });
   const g = new SafetensorsFile(join(M, "tinyllava-siglip-qwen2", "golden.safetensors"));
-  const ids = (g.get("input_ids").toArray() as number[]).filter((x, i, a) => !(x === 3 && a[i - 1] === 3)).map((x) => (x === 3 ? IMAGE_PLACEHOLDER : x));
-  const out = noGrad(() => m.forward({ inputIds: tensor([ids], { dtype: "int64" }), pixelValues: g.get("pixel_values") }).logits);
+  const ids = (g.get("input_ids").toArray() as number[])
+    .filter((x, i, a) => !(x === 3 && a[i - 1] === 3))
+    .map((x) => (x === 3 ? IMAGE_PLACEHOLDER : x));
+  const out = noGrad(
+    () => m.forward({ inputIds: tensor([ids], { dtype: "int64" }), pixelValues: g.get("pixel_values") }).logits,
+  );
   g.close();
   return out;
 }
@@ -55,17 +68,29 @@ describe("loading", () => {
       for (const sub of ["language_model", "vision_tower", "connector"]) mkdirSync(join(d, sub));
       writeFileSync(join(d, "config.json"), JSON.stringify(cfg));
       writeFileSync(join(d, "language_model", "config.json"), JSON.stringify(cfg.text_config));
-      saveSafetensors(join(d, "language_model", "model.safetensors"), pick("language_model.", (k) => k));
+      saveSafetensors(
+        join(d, "language_model", "model.safetensors"),
+        pick("language_model.", (k) => k),
+      );
       writeFileSync(join(d, "vision_tower", "config.json"), JSON.stringify(cfg.vision_config));
-      saveSafetensors(join(d, "vision_tower", "model.safetensors"), pick("vision_tower._vision_tower.", (k) => `_vision_tower.${k}`));
-      saveSafetensors(join(d, "connector", "model.safetensors"), pick("connector.", (k) => k));
+      saveSafetensors(
+        join(d, "vision_tower", "model.safetensors"),
+        pick("vision_tower._vision_tower.", (k) => `_vision_tower.${k}`),
+      );
+      saveSafetensors(
+        join(d, "connector", "model.safetensors"),
+        pick("connector.", (k) => k),
+      );
       assert.ok(diff(logitsOf(d), ref).maxAbs < 1e-12);
 
       // parts: an HF LLM folder + an HF vision folder + a new connector
       const llm = join(d, "language_model");
       const vis = tmp();
       writeFileSync(join(vis, "config.json"), JSON.stringify(cfg.vision_config));
-      saveSafetensors(join(vis, "model.safetensors"), pick("vision_tower._vision_tower.", (k) => k));
+      saveSafetensors(
+        join(vis, "model.safetensors"),
+        pick("vision_tower._vision_tower.", (k) => k),
+      );
       const m = tinyLlavaFromParts(llm, vis, { connectorType: "mlp2x_gelu", dtype: "float64" });
       const loaded = loadTinyLlava(src, { dtype: "float64" });
       const ids = tensor([[5, 6, 7, 8]], { dtype: "int64" });
@@ -73,9 +98,17 @@ describe("loading", () => {
       const b = noGrad(() => loaded.forward({ inputIds: ids }).logits);
       assert.ok(diff(a, b).maxAbs < 1e-12, "LLM weights came from the LLM folder");
       assert.equal(m.config.connector_type, "mlp2x_gelu");
-      assert.deepEqual(m.encodeImages(tensor(new Float32Array(3 * 32 * 32), { shape: [1, 3, 32, 32] })).shape, [1, 15, 64]);
+      assert.deepEqual(
+        m.encodeImages(tensor(new Float32Array(3 * 32 * 32), { shape: [1, 3, 32, 32] })).shape,
+        [1, 15, 64],
+      );
       for (const c of ["linear", "mlp3x_gelu", "resampler"]) {
-        const mm = tinyLlavaFromParts(llm, vis, { connectorType: c, dtype: "float32", numQueries: 4, numResamplerLayers: 1 });
+        const mm = tinyLlavaFromParts(llm, vis, {
+          connectorType: c,
+          dtype: "float32",
+          numQueries: 4,
+          numResamplerLayers: 1,
+        });
         const f = noGrad(() => mm.encodeImages(tensor(new Float32Array(3 * 32 * 32), { shape: [1, 3, 32, 32] })));
         assert.deepEqual(f.shape, [1, c === "resampler" ? 4 : 15, 64], c);
         mm.dispose();
@@ -103,19 +136,30 @@ describe("clear errors", () => {
         w.delete("language_model.model.layers.1.mlp.up_proj.weight");
         saveSafetensors(join(d, "model.safetensors"), w);
       });
-      assert.throws(() => loadTinyLlava(missing), (e: Error) => e instanceof CheckpointError && /missing weights \(1\): language_model.model.layers.1.mlp.up_proj.weight/.test(e.message));
+      assert.throws(
+        () => loadTinyLlava(missing),
+        (e: Error) =>
+          e instanceof CheckpointError &&
+          /missing weights \(1\): language_model.model.layers.1.mlp.up_proj.weight/.test(e.message),
+      );
       const surplus = variant((d) => {
         const w = weights();
         w.set("language_model.model.layers.7.extra.weight", tensor([1]));
         saveSafetensors(join(d, "model.safetensors"), w);
       });
-      assert.throws(() => loadTinyLlava(surplus), /unexpected weights \(1\): language_model.model.layers.7.extra.weight/);
+      assert.throws(
+        () => loadTinyLlava(surplus),
+        /unexpected weights \(1\): language_model.model.layers.7.extra.weight/,
+      );
       const shaped = variant((d) => {
         const w = weights();
         w.set("multi_modal_projector.linear_1.weight", tensor(new Float32Array(48 * 63), { shape: [63, 48] }));
         saveSafetensors(join(d, "model.safetensors"), w);
       });
-      assert.throws(() => loadTinyLlava(shaped), /shape mismatch for "multi_modal_projector.linear_1.weight": checkpoint has \[63, 48\], model expects \[64, 48\]/);
+      assert.throws(
+        () => loadTinyLlava(shaped),
+        /shape mismatch for "multi_modal_projector.linear_1.weight": checkpoint has \[63, 48\], model expects \[64, 48\]/,
+      );
       const none = variant((d) => rmSync(join(d, "model.safetensors")));
       assert.throws(() => loadTinyLlava(none), /no model.safetensors or model.safetensors.index.json/);
       const pickle = variant((d) => {
@@ -128,14 +172,36 @@ describe("clear errors", () => {
 
   test("configs: unknown model types, bad fields, bad JSON", () => {
     const cfg = JSON.parse(readFileSync(join(src, "config.json"), "utf8"));
-    const withCfg = (c: unknown) => variant((d) => writeFileSync(join(d, "config.json"), typeof c === "string" ? c : JSON.stringify(c)));
-    assert.throws(() => loadTinyLlava(withCfg({ ...cfg, model_type: "blip" })), (e: Error) => e instanceof ConfigError && /model_type "blip" is not a TinyLLaVA model/.test(e.message));
-    assert.throws(() => loadTinyLlava(withCfg({ ...cfg, text_config: { ...cfg.text_config, model_type: "mamba" } })), /unknown LLM model_type "mamba"; supported: llama, qwen2, qwen3, phi, gemma, stablelm/);
-    assert.throws(() => loadTinyLlava(withCfg({ ...cfg, vision_config: { ...cfg.vision_config, model_type: "dinov2" } })), /unknown vision model_type "dinov2"/);
-    assert.throws(() => loadTinyLlava(withCfg({ ...cfg, text_config: { ...cfg.text_config, hidden_size: "64" } })), /config.json.text_config: field "hidden_size" is "64"; expected an integer/);
-    assert.throws(() => loadTinyLlava(withCfg({ ...cfg, text_config: { ...cfg.text_config, num_key_value_heads: 3 } })), /must be a multiple of num_key_value_heads \(3\)/);
-    assert.throws(() => loadTinyLlava(withCfg({ ...cfg, vision_feature_select_strategy: "cls" })), /field "vision_feature_select_strategy" is "cls"; expected one of/);
-    assert.throws(() => loadTinyLlava(withCfg({ ...cfg, model_type: "tinyllava", connector_type: "mlp2x_relu" })), /unknown connector_type "mlp2x_relu"/);
+    const withCfg = (c: unknown) =>
+      variant((d) => writeFileSync(join(d, "config.json"), typeof c === "string" ? c : JSON.stringify(c)));
+    assert.throws(
+      () => loadTinyLlava(withCfg({ ...cfg, model_type: "blip" })),
+      (e: Error) => e instanceof ConfigError && /model_type "blip" is not a TinyLLaVA model/.test(e.message),
+    );
+    assert.throws(
+      () => loadTinyLlava(withCfg({ ...cfg, text_config: { ...cfg.text_config, model_type: "mamba" } })),
+      /unknown LLM model_type "mamba"; supported: llama, qwen2, qwen3, phi, gemma, stablelm/,
+    );
+    assert.throws(
+      () => loadTinyLlava(withCfg({ ...cfg, vision_config: { ...cfg.vision_config, model_type: "dinov2" } })),
+      /unknown vision model_type "dinov2"/,
+    );
+    assert.throws(
+      () => loadTinyLlava(withCfg({ ...cfg, text_config: { ...cfg.text_config, hidden_size: "64" } })),
+      /config.json.text_config: field "hidden_size" is "64"; expected an integer/,
+    );
+    assert.throws(
+      () => loadTinyLlava(withCfg({ ...cfg, text_config: { ...cfg.text_config, num_key_value_heads: 3 } })),
+      /must be a multiple of num_key_value_heads \(3\)/,
+    );
+    assert.throws(
+      () => loadTinyLlava(withCfg({ ...cfg, vision_feature_select_strategy: "cls" })),
+      /field "vision_feature_select_strategy" is "cls"; expected one of/,
+    );
+    assert.throws(
+      () => loadTinyLlava(withCfg({ ...cfg, model_type: "tinyllava", connector_type: "mlp2x_relu" })),
+      /unknown connector_type "mlp2x_relu"/,
+    );
     assert.throws(() => loadTinyLlava(withCfg("{oops")), /config.json: not valid JSON/);
   });
 
@@ -146,10 +212,19 @@ describe("clear errors", () => {
     writeFileSync(join(d, "truncated.png"), png.subarray(0, Math.floor(png.length / 2)));
     writeFileSync(join(d, "empty.png"), Buffer.alloc(0));
     writeFileSync(join(d, "huge.png"), pngHeader(30000, 30000));
-    await assert.rejects(decodeImage(join(d, "corrupt.png")), (e: Error) => e instanceof ImageError && /corrupt.png: not a decodable image/.test(e.message));
-    await assert.rejects(decodeImage(join(d, "truncated.png")), (e: Error) => e instanceof ImageError && /truncated.png: could not decode/.test(e.message));
+    await assert.rejects(
+      decodeImage(join(d, "corrupt.png")),
+      (e: Error) => e instanceof ImageError && /corrupt.png: not a decodable image/.test(e.message),
+    );
+    await assert.rejects(
+      decodeImage(join(d, "truncated.png")),
+      (e: Error) => e instanceof ImageError && /truncated.png: could not decode/.test(e.message),
+    );
     await assert.rejects(decodeImage(join(d, "empty.png")), /empty.png: empty file/);
-    await assert.rejects(decodeImage(join(d, "huge.png")), /30000×30000 pixels is larger than the 100000000-pixel limit/);
+    await assert.rejects(
+      decodeImage(join(d, "huge.png")),
+      /30000×30000 pixels is larger than the 100000000-pixel limit/,
+    );
     await assert.rejects(decodeImage(join(d, "missing.png")), /missing.png: file not found/);
     const before = process.memoryUsage().rss;
     await assert.rejects(decodeImage(join(d, "huge.png")));
@@ -195,7 +270,12 @@ function pngHeader(w: number, h: number): Buffer {
   ihdr.writeUInt32BE(h, 4);
   ihdr[8] = 8;
   ihdr[9] = 2;
-  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk("IHDR", ihdr), chunk("IDAT", deflateSync(Buffer.alloc(10))), chunk("IEND", Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]),
+    chunk("IHDR", ihdr),
+    chunk("IDAT", deflateSync(Buffer.alloc(10))),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
 }
 
 describe("templates and prompts", () => {
@@ -210,12 +290,48 @@ describe("templates and prompts", () => {
       { role: "user", content: "Bye" },
       { role: "assistant", content: "Ciao" },
     ]);
-    assert.equal(segs.map((s) => s.text).join(""), `${SYSTEM} USER: Hi ASSISTANT: Hello</s>USER: Bye ASSISTANT: Ciao</s>`);
-    assert.deepEqual(segs.filter((s) => s.target).map((s) => s.text), ["Hello</s>", "Ciao</s>"]);
-    assert.equal(renderConversation("gemma", [{ role: "user", content: "q" }, { role: "assistant", content: "a" }]).at(-1)?.text, "a<eos>");
-    assert.equal(renderConversation("qwen2_instruct", [{ role: "user", content: "q" }, { role: "assistant", content: "a" }]).at(-1)?.text, "a<|im_end|>");
-    assert.equal(renderConversation("qwen2_base", [{ role: "user", content: "q" }, { role: "assistant", content: "a" }]).at(-1)?.text, "a<|endoftext|>");
-    assert.equal(renderConversation("pretrain", [{ role: "user", content: "" }, { role: "assistant", content: "A cat." }], { hasImage: true }).map((s) => s.text).join(""), "<image>A cat.\n");
+    assert.equal(
+      segs.map((s) => s.text).join(""),
+      `${SYSTEM} USER: Hi ASSISTANT: Hello</s>USER: Bye ASSISTANT: Ciao</s>`,
+    );
+    assert.deepEqual(
+      segs.filter((s) => s.target).map((s) => s.text),
+      ["Hello</s>", "Ciao</s>"],
+    );
+    assert.equal(
+      renderConversation("gemma", [
+        { role: "user", content: "q" },
+        { role: "assistant", content: "a" },
+      ]).at(-1)?.text,
+      "a<eos>",
+    );
+    assert.equal(
+      renderConversation("qwen2_instruct", [
+        { role: "user", content: "q" },
+        { role: "assistant", content: "a" },
+      ]).at(-1)?.text,
+      "a<|im_end|>",
+    );
+    assert.equal(
+      renderConversation("qwen2_base", [
+        { role: "user", content: "q" },
+        { role: "assistant", content: "a" },
+      ]).at(-1)?.text,
+      "a<|endoftext|>",
+    );
+    assert.equal(
+      renderConversation(
+        "pretrain",
+        [
+          { role: "user", content: "" },
+          { role: "assistant", content: "A cat." },
+        ],
+        { hasImage: true },
+      )
+        .map((s) => s.text)
+        .join(""),
+      "<image>A cat.\n",
+    );
     assert.throws(() => promptFor("vicuna" as never, "q"), /unknown conversation template "vicuna"/);
   });
   test("Factory's image tokenisation keeps one BOS and inserts −200", () => {

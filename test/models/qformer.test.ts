@@ -11,7 +11,13 @@ import * as torch from "../../src/torch/index.js";
 import { loadSafetensors, noGrad, saveSafetensors, tidy } from "../../src/torch/index.js";
 
 const dims = { visionHidden: 12, hidden: 10, numQueries: 3, numResamplerLayers: 0 };
-const tiny = { hidden_size: 8, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 16, max_position_embeddings: 6 };
+const tiny = {
+  hidden_size: 8,
+  num_hidden_layers: 2,
+  num_attention_heads: 2,
+  intermediate_size: 16,
+  max_position_embeddings: 6,
+};
 
 test("Q-Former: BERT-base by default with Factory's parameter names", () => {
   const q = buildConnector("qformer", { ...dims, numQueries: 4 }, { dtype: "float32" });
@@ -34,7 +40,10 @@ test("Q-Former: BERT-base by default with Factory's parameter names", () => {
     assert.ok(names.includes(n), `missing ${n}`);
   }
   assert.ok(!names.some((n) => n.includes("layer.1.crossattention")), "cross-attention only every 2nd layer");
-  assert.ok(!names.some((n) => n.includes("word_embeddings") || n.includes(".intermediate.dense")), "removed as Factory does");
+  assert.ok(
+    !names.some((n) => n.includes("word_embeddings") || n.includes(".intermediate.dense")),
+    "removed as Factory does",
+  );
   const sd = q.stateDict();
   assert.deepEqual(sd.get("_connector.query_tokens")?.shape, [1, 4, BERT_BASE.hidden_size]);
   assert.deepEqual(sd.get("_connector.bert.encoder.layer.0.crossattention.self.key.weight")?.shape, [768, 12]);
@@ -55,7 +64,12 @@ test("Q-Former: finite-difference gradients (float64) and save → load round tr
     loss().backward();
     const checks: [torch.Tensor, torch.Tensor][] = [[x, x.grad!]];
     const params = new Map(q.namedParameters());
-    for (const n of ["_connector.query_tokens", "_connector.bert.encoder.layer.0.crossattention.self.key.weight", "_connector.bert.encoder.layer.1.output_query.dense.bias", "_connector.projector.weight"]) {
+    for (const n of [
+      "_connector.query_tokens",
+      "_connector.bert.encoder.layer.0.crossattention.self.key.weight",
+      "_connector.bert.encoder.layer.1.output_query.dense.bias",
+      "_connector.projector.weight",
+    ]) {
       const p = params.get(n)!;
       checks.push([p, p.grad!.clone()]);
     }
@@ -74,7 +88,10 @@ test("Q-Former: finite-difference gradients (float64) and save → load round tr
           flat.select(0, i).fill_(orig);
           return (up - down) / (2 * eps);
         });
-        assert.ok(Math.abs(num - (g[i] as number)) <= 1e-6 + 1e-5 * Math.abs(num), `element ${i}: analytic ${g[i]} vs numeric ${num}`);
+        assert.ok(
+          Math.abs(num - (g[i] as number)) <= 1e-6 + 1e-5 * Math.abs(num),
+          `element ${i}: analytic ${g[i]} vs numeric ${num}`,
+        );
       }
     }
     const path = join(mkdtempSync(join(tmpdir(), "tl-qf-")), "connector.safetensors");

@@ -3,7 +3,16 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { CheckpointError } from "../../src/errors.js";
-import { Conv2d, Embedding, getActivation, LayerNorm, Linear, Module, ModuleList, RMSNorm } from "../../src/nn/index.js";
+import {
+  Conv2d,
+  Embedding,
+  getActivation,
+  LayerNorm,
+  Linear,
+  Module,
+  ModuleList,
+  RMSNorm,
+} from "../../src/nn/index.js";
 import * as torch from "../../src/torch/index.js";
 import { tensor, tidy } from "../../src/torch/index.js";
 import { assertClose } from "../helpers.js";
@@ -67,7 +76,10 @@ describe("Module", () => {
     assert.deepEqual(r.unexpectedKeys, ["extra.weight"]);
     const bad = new Map(a.stateDict());
     bad.set("layers.1.proj.weight", torch.zeros([4, 3]));
-    assert.throws(() => b.loadStateDict(bad), /shape mismatch for "layers.1.proj.weight": checkpoint has \[4, 3\], model expects \[3, 4\]/);
+    assert.throws(
+      () => b.loadStateDict(bad),
+      /shape mismatch for "layers.1.proj.weight": checkpoint has \[4, 3\], model expects \[3, 4\]/,
+    );
     a.dispose();
     b.dispose();
   });
@@ -80,7 +92,11 @@ describe("Module", () => {
     for (const [k, v] of n.stateDict()) sd.set(`model.${k.replace("0.proj", "0.dense")}`, v.detach().add(1));
     const before = n.layers.at(0).proj.weight.toArray();
     n.loadStateDict(sd);
-    assertClose(n.layers.at(0).proj.weight, before.map((v) => v + 1), { rtol: 1e-6 });
+    assertClose(
+      n.layers.at(0).proj.weight,
+      before.map((v) => v + 1),
+      { rtol: 1e-6 },
+    );
     n.dispose();
   });
 
@@ -107,7 +123,15 @@ describe("layers", () => {
     tidy(() => {
       const lin = new Linear(3, 2, { dtype: "float64" });
       torch.noGrad(() => {
-        lin.weight.copy_(tensor([[1, 0, 0], [0, 1, 1]], { dtype: "float64" }));
+        lin.weight.copy_(
+          tensor(
+            [
+              [1, 0, 0],
+              [0, 1, 1],
+            ],
+            { dtype: "float64" },
+          ),
+        );
         lin.bias?.copy_(tensor([0.5, -1], { dtype: "float64" }));
       });
       assert.deepEqual(lin.forward(tensor([[1, 2, 3]], { dtype: "float64" })).toArray(), [1.5, 4]);
@@ -118,17 +142,28 @@ describe("layers", () => {
       const emb = new Embedding(5, 2);
       assert.deepEqual(emb.forward(tensor([1], { dtype: "int64" })).toArray(), emb.weight.select(0, 1).toArray());
       const ln = new LayerNorm(2, 1e-5, { dtype: "float64" });
-      assertClose(ln.forward(tensor([[1, 3]], { dtype: "float64" })), [-1 / Math.sqrt(1 + 1e-5), 1 / Math.sqrt(1 + 1e-5)], { rtol: 1e-12 });
+      assertClose(
+        ln.forward(tensor([[1, 3]], { dtype: "float64" })),
+        [-1 / Math.sqrt(1 + 1e-5), 1 / Math.sqrt(1 + 1e-5)],
+        { rtol: 1e-12 },
+      );
       const rms = new RMSNorm(2, 0, { dtype: "float64" });
-      assertClose(rms.forward(tensor([[3, 4]], { dtype: "float64" })), [3 / Math.sqrt(12.5), 4 / Math.sqrt(12.5)], { rtol: 1e-12 });
+      assertClose(rms.forward(tensor([[3, 4]], { dtype: "float64" })), [3 / Math.sqrt(12.5), 4 / Math.sqrt(12.5)], {
+        rtol: 1e-12,
+      });
       const gemma = new RMSNorm(2, 0, { dtype: "float64", unitOffset: true });
       assert.deepEqual(gemma.weight.toArray(), [0, 0]);
       const conv = new Conv2d(3, 4, 2, { stride: 2 });
       assert.deepEqual(conv.forward(torch.zeros([1, 3, 4, 4])).shape, [1, 4, 2, 2]);
       const x = tensor([-1, 0.5], { dtype: "float64" });
-      assertClose(getActivation("quick_gelu")(x), [-1 / (1 + Math.exp(1.702)), 0.5 / (1 + Math.exp(-0.851))], { rtol: 1e-12 });
+      assertClose(getActivation("quick_gelu")(x), [-1 / (1 + Math.exp(1.702)), 0.5 / (1 + Math.exp(-0.851))], {
+        rtol: 1e-12,
+      });
       assertClose(getActivation("gelu_pytorch_tanh")(x), x.gelu("tanh"), { rtol: 0 });
-      assert.throws(() => getActivation("mish", "text_config.hidden_act"), /text_config.hidden_act: unknown activation "mish"/);
+      assert.throws(
+        () => getActivation("mish", "text_config.hidden_act"),
+        /text_config.hidden_act: unknown activation "mish"/,
+      );
     });
   });
 });

@@ -68,7 +68,10 @@ function greedy(model: TinyLlava, ids: number[], pixels: Tensor, steps: number):
   for (let s = 0; s < steps; s++) {
     const next = tidy(() => {
       const { logits } = model.forward({ inputIds: tensor([cur], { dtype: "int64" }), pixelValues: pixels });
-      return logits.select(1, logits.size(1) - 1).argmax(-1).item();
+      return logits
+        .select(1, logits.size(1) - 1)
+        .argmax(-1)
+        .item();
     });
     out.push(next);
     cur.push(next);
@@ -93,7 +96,8 @@ describe("reference parity: models", () => {
         const expandedGolden = idsFor(model, golden, goldIds).flatMap((id) =>
           model.config.source_format === "llava" && id === golden.image_token_id ? [IMAGE_PLACEHOLDER] : [id],
         );
-        const collapse = (xs: number[]) => xs.filter((x, i) => !(x === IMAGE_PLACEHOLDER && xs[i - 1] === IMAGE_PLACEHOLDER));
+        const collapse = (xs: number[]) =>
+          xs.filter((x, i) => !(x === IMAGE_PLACEHOLDER && xs[i - 1] === IMAGE_PLACEHOLDER));
         assert.deepEqual(collapse(ourIds), collapse(expandedGolden), "prompt token ids");
         assert.equal(goldIds.filter((x) => x === golden.image_token_id).length, golden.image_tokens);
 
@@ -122,7 +126,7 @@ describe("reference parity: models", () => {
           // batch with right padding: non-pad positions
           const bIds = rows(g.get("batch_input_ids")).map((r) => idsFor(model, golden, r));
           const bMask = rows(g.get("batch_attention_mask"));
-          const maskFor = bIds.map((r, b) => {
+          const maskFor = bIds.map((_r, b) => {
             if (model.config.source_format === "llava") return bMask[b] as number[];
             const orig = rows(g.get("batch_input_ids"))[b] as number[];
             const m: number[] = [];
@@ -159,7 +163,11 @@ describe("reference parity: models", () => {
           model.visionTower.requiresGrad_(false);
           const tIds = rows(g.get("train_input_ids"))[0] as number[];
           const tLab = rows(g.get("train_labels"))[0] as number[];
-          const keepIdx = tIds.map((id, j) => model.config.source_format === "llava" || !(id === golden.image_token_id && tIds[j - 1] === golden.image_token_id));
+          const keepIdx = tIds.map(
+            (id, j) =>
+              model.config.source_format === "llava" ||
+              !(id === golden.image_token_id && tIds[j - 1] === golden.image_token_id),
+          );
           const ids2 = idsFor(model, golden, tIds);
           const lab2 = tLab.filter((_, j) => keepIdx[j]);
           const { loss } = model.forward({
@@ -169,7 +177,10 @@ describe("reference parity: models", () => {
           });
           const lossV = loss!.item();
           record("train_loss rel", Math.abs(lossV - golden.train_loss) / golden.train_loss);
-          assert.ok(Math.abs(lossV - golden.train_loss) / golden.train_loss < 1e-6, `train loss ${lossV} vs ${golden.train_loss}`);
+          assert.ok(
+            Math.abs(lossV - golden.train_loss) / golden.train_loss < 1e-6,
+            `train loss ${lossV} vs ${golden.train_loss}`,
+          );
           loss!.backward();
           const params = new Map(model.namedParameters());
           for (const key of g.keys().filter((k) => k.startsWith("grad."))) {
@@ -197,7 +208,10 @@ describe("reference parity: models", () => {
         const m32 = loadTinyLlava(dir, { dtype: "float32" });
         tidy(() => {
           const { logits } = noGrad(() =>
-            m32.forward({ inputIds: tensor([idsFor(m32, golden, goldIds)], { dtype: "int64" }), pixelValues: g.get("pixel_values") }),
+            m32.forward({
+              inputIds: tensor([idsFor(m32, golden, goldIds)], { dtype: "int64" }),
+              pixelValues: g.get("pixel_values"),
+            }),
           );
           const e = diff(logits, g.get("logits")).maxAbs;
           record("logits abs (float32)", e);
@@ -234,14 +248,23 @@ describe("reference parity: tokenizers", () => {
 
 describe("reference parity: preprocessing", () => {
   const dir = join(REFERENCE, "preprocess");
-  const specs = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".json")).sort() : [];
+  const specs = existsSync(dir)
+    ? readdirSync(dir)
+        .filter((f) => f.endsWith(".json"))
+        .sort()
+    : [];
   for (const file of specs) {
     const spec = JSON.parse(readFileSync(join(dir, file), "utf8"));
     const isClip = String(spec.processor).startsWith("CLIP");
     // the processor class's defaults at this size (as transformers builds it)
     const cfg = preprocessorConfig(
       isClip
-        ? { image_processor_type: spec.processor, size: { shortest_edge: spec.size }, crop_size: { height: spec.size, width: spec.size }, do_center_crop: true }
+        ? {
+            image_processor_type: spec.processor,
+            size: { shortest_edge: spec.size },
+            crop_size: { height: spec.size, width: spec.size },
+            do_center_crop: true,
+          }
         : { image_processor_type: spec.processor, size: { height: spec.size, width: spec.size } },
       null,
     );
@@ -274,7 +297,12 @@ describe("reference parity: connectors", () => {
       tidy(() => {
         const conn = buildConnector(
           cfg.connector_type,
-          { visionHidden: cfg.vision_hidden_size, hidden: cfg.hidden_size, numQueries: cfg.num_queries ?? 0, numResamplerLayers: cfg.num_resampler_layers ?? 0 },
+          {
+            visionHidden: cfg.vision_hidden_size,
+            hidden: cfg.hidden_size,
+            numQueries: cfg.num_queries ?? 0,
+            numResamplerLayers: cfg.num_resampler_layers ?? 0,
+          },
           { dtype: "float64" },
         );
         const sd = new Map(weights.keys().map((k) => [k.replace(/^connector\./, ""), weights.get(k)]));
@@ -312,7 +340,9 @@ describe("slow tokenizer folders (vocab.json + merges.txt)", () => {
     writeFileSync(join(d, "vocab.json"), JSON.stringify(json.model.vocab));
     const merges = (json.model.merges as (string | string[])[]).map((m) => (Array.isArray(m) ? m.join(" ") : m));
     writeFileSync(join(d, "merges.txt"), `#version: 0.2\n${merges.join("\n")}\n`);
-    const added = Object.fromEntries((json.added_tokens as { id: number; content: string }[]).map((a) => [a.content, a.id]));
+    const added = Object.fromEntries(
+      (json.added_tokens as { id: number; content: string }[]).map((a) => [a.content, a.id]),
+    );
     writeFileSync(join(d, "added_tokens.json"), JSON.stringify(added));
     writeFileSync(join(d, "tokenizer_config.json"), readFileSync(join(src, "tokenizer_config.json")));
     const tok = TinyTokenizer.fromFolder(d);

@@ -20,7 +20,11 @@ function randomValues(n: number): number[] {
   return tidy(() => torch.randn([n], { dtype: "float64", generator: g }).toArray());
 }
 
-function gradcheck(fn: (xs: Tensor[]) => Tensor, inputs: Input[], opts: { eps?: number; atol?: number; rtol?: number } = {}): void {
+function gradcheck(
+  fn: (xs: Tensor[]) => Tensor,
+  inputs: Input[],
+  opts: { eps?: number; atol?: number; rtol?: number } = {},
+): void {
   const eps = opts.eps ?? 1e-6;
   const atol = opts.atol ?? 1e-6;
   const rtol = opts.rtol ?? 1e-5;
@@ -68,7 +72,12 @@ function gradcheck(fn: (xs: Tensor[]) => Tensor, inputs: Input[], opts: { eps?: 
   });
 }
 
-const long = (vals: number[], shape?: number[]): Input => ({ shape: shape ?? [vals.length], data: vals, grad: false, dtype: "int64" });
+const long = (vals: number[], shape?: number[]): Input => ({
+  shape: shape ?? [vals.length],
+  data: vals,
+  grad: false,
+  dtype: "int64",
+});
 const positive = (shape: number[]): Input => ({
   shape,
   data: randomValues(shape.reduce((a, b) => a * b, 1)).map((v) => Math.abs(v) + 0.5),
@@ -104,7 +113,13 @@ const cases: Record<string, [(xs: Tensor[]) => Tensor, Input[]]> = {
   gelu: [([a]) => a!.gelu(), [{ shape: [5] }]],
   geluTanh: [([a]) => a!.gelu("tanh"), [{ shape: [5] }]],
   relu: [([a]) => a!.relu(), [{ shape: [4], data: [-1, -0.2, 0.3, 1] }]],
-  maximum: [([a, b]) => a!.maximum(b!), [{ shape: [3], data: [1, -2, 0.5] }, { shape: [3], data: [0, 0, 0] }]],
+  maximum: [
+    ([a, b]) => a!.maximum(b!),
+    [
+      { shape: [3], data: [1, -2, 0.5] },
+      { shape: [3], data: [0, 0, 0] },
+    ],
+  ],
   sum: [([a]) => a!.sum(1), [{ shape: [2, 3] }]],
   mean: [([a]) => a!.mean([0, 1]), [{ shape: [2, 3] }]],
   var: [([a]) => a!.var(1, { unbiased: false }), [{ shape: [2, 3] }]],
@@ -124,17 +139,28 @@ const cases: Record<string, [(xs: Tensor[]) => Tensor, Input[]]> = {
   ],
   layerNorm: [([x, w, b]) => F.layerNorm(x!, [4], w!, b!, 1e-5), [{ shape: [2, 4] }, { shape: [4] }, { shape: [4] }]],
   rmsNorm: [([x, w]) => F.rmsNorm(x!, w!, 1e-6), [{ shape: [2, 4] }, { shape: [4] }]],
-  rmsNormUnitOffset: [([x, w]) => F.rmsNorm(x!, w!, 1e-6, { addUnitOffset: true }), [{ shape: [2, 4] }, { shape: [4] }]],
+  rmsNormUnitOffset: [
+    ([x, w]) => F.rmsNorm(x!, w!, 1e-6, { addUnitOffset: true }),
+    [{ shape: [2, 4] }, { shape: [4] }],
+  ],
   embedding: [([w, i]) => F.embedding(w!, i!), [{ shape: [5, 3] }, long([4, 0, 4])]],
   crossEntropy: [([l, t]) => F.crossEntropy(l!, t!), [{ shape: [3, 5] }, long([1, -100, 4])]],
-  crossEntropySmoothing: [([l, t]) => F.crossEntropy(l!, t!, { labelSmoothing: 0.1 }), [{ shape: [3, 5] }, long([1, 2, 4])]],
+  crossEntropySmoothing: [
+    ([l, t]) => F.crossEntropy(l!, t!, { labelSmoothing: 0.1 }),
+    [{ shape: [3, 5] }, long([1, 2, 4])],
+  ],
   sdpa: [
     ([q, k, v]) => F.scaledDotProductAttention(q!, k!, v!, { isCausal: true }),
     [{ shape: [1, 2, 3, 4] }, { shape: [1, 2, 3, 4] }, { shape: [1, 2, 3, 4] }],
   ],
   sdpaMask: [
     ([q, k, v, m]) => F.scaledDotProductAttention(q!, k!, v!, { attnMask: m! }),
-    [{ shape: [1, 1, 2, 4] }, { shape: [1, 1, 3, 4] }, { shape: [1, 1, 3, 4] }, boolMask([true, false, true, true, true, false], [2, 3])],
+    [
+      { shape: [1, 1, 2, 4] },
+      { shape: [1, 1, 3, 4] },
+      { shape: [1, 1, 3, 4] },
+      boolMask([true, false, true, true, true, false], [2, 3]),
+    ],
   ],
   cat: [([a, b]) => torch.cat([a!, b!], 1), [{ shape: [2, 2] }, { shape: [2, 3] }]],
   stack: [([a, b]) => torch.stack([a!, b!], 0), [{ shape: [2, 2] }, { shape: [2, 2] }]],
@@ -149,7 +175,10 @@ const cases: Record<string, [(xs: Tensor[]) => Tensor, Input[]]> = {
   index: [([a, i]) => a!.index(i!), [{ shape: [3, 2] }, long([1, 1, 0])]],
   indexPut: [([a, i, v]) => a!.indexPut([i!], v!), [{ shape: [4] }, long([3, 1]), { shape: [2] }]],
   maskedFill: [([a, m]) => a!.maskedFill(m!, 0), [{ shape: [2, 2] }, boolMask([true, false, false, true], [2, 2])]],
-  maskedScatter: [([a, m, s]) => a!.maskedScatter(m!, s!), [{ shape: [4] }, boolMask([false, true, true, false], [4]), { shape: [2] }]],
+  maskedScatter: [
+    ([a, m, s]) => a!.maskedScatter(m!, s!),
+    [{ shape: [4] }, boolMask([false, true, true, false], [4]), { shape: [2] }],
+  ],
   where: [([c, a, b]) => torch.where(c!, a!, b!), [boolMask([true, false, true], [3]), { shape: [3] }, { shape: [3] }]],
   expand: [([a]) => a!.unsqueeze(0).expand(3, 2), [{ shape: [2] }]],
   repeat: [([a]) => a!.repeat(2, 2), [{ shape: [2, 1] }]],

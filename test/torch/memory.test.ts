@@ -40,7 +40,9 @@ test("RSS stays flat over 10,000 training steps", () => {
   for (let i = 0; i < 10000; i++) last = step();
   const rssAfter = process.memoryUsage().rss;
   const growthMb = (rssAfter - rssBefore) / 2 ** 20;
-  console.log(`memory: RSS ${(rssBefore / 2 ** 20).toFixed(1)} MB -> ${(rssAfter / 2 ** 20).toFixed(1)} MB (+${growthMb.toFixed(2)} MB) over 10,000 steps; loss ${first.toFixed(4)} -> ${last.toFixed(4)}`);
+  console.log(
+    `memory: RSS ${(rssBefore / 2 ** 20).toFixed(1)} MB -> ${(rssAfter / 2 ** 20).toFixed(1)} MB (+${growthMb.toFixed(2)} MB) over 10,000 steps; loss ${first.toFixed(4)} -> ${last.toFixed(4)}`,
+  );
   assert.ok(growthMb < 50, `RSS grew ${growthMb.toFixed(1)} MB`);
   assert.equal(torch.memoryStats().liveTensors, liveBefore, "tensor handles leaked");
   assert.ok(last < first, "training made progress");

@@ -5,8 +5,7 @@ import * as torch from "../../src/torch/index.js";
 import { F, tensor, tidy } from "../../src/torch/index.js";
 import { assertClose } from "../helpers.js";
 
-const t64 = (d: unknown, shape?: number[]) =>
-  tensor(d as number[], { dtype: "float64", ...(shape ? { shape } : {}) });
+const t64 = (d: unknown, shape?: number[]) => tensor(d as number[], { dtype: "float64", ...(shape ? { shape } : {}) });
 
 describe("creation and data", () => {
   test("dtypes round-trip through typed arrays", () => {
@@ -29,7 +28,16 @@ describe("creation and data", () => {
       assert.equal(torch.arange(5).dtype, "int64");
       assert.deepEqual(torch.arange(1, 2, 0.25, { dtype: "float64" }).toArray(), [1, 1.25, 1.5, 1.75]);
       assert.deepEqual(torch.eye(2).toArray(), [1, 0, 0, 1]);
-      assert.deepEqual(t64([[1, 2], [3, 4]]).tolist(), [[1, 2], [3, 4]]);
+      assert.deepEqual(
+        t64([
+          [1, 2],
+          [3, 4],
+        ]).tolist(),
+        [
+          [1, 2],
+          [3, 4],
+        ],
+      );
       assert.equal(t64([5]).item(), 5);
     });
   });
@@ -66,7 +74,10 @@ describe("creation and data", () => {
 describe("elementwise", () => {
   test("arithmetic with tensors and scalars, broadcasting", () => {
     tidy(() => {
-      const a = t64([[1, 2], [3, 4]]);
+      const a = t64([
+        [1, 2],
+        [3, 4],
+      ]);
       const b = t64([10, 20]);
       assert.deepEqual(a.add(b).toArray(), [11, 22, 13, 24]);
       assert.deepEqual(a.sub(1).toArray(), [0, 1, 2, 3]);
@@ -135,7 +146,10 @@ describe("elementwise", () => {
 describe("reductions", () => {
   test("sum/mean/max/min/argmax/var/norm/logsumexp/cumsum", () => {
     tidy(() => {
-      const a = t64([[1, 5, 3], [4, 2, 6]]);
+      const a = t64([
+        [1, 5, 3],
+        [4, 2, 6],
+      ]);
       assert.equal(a.sum().item(), 21);
       assert.deepEqual(a.sum(0).toArray(), [5, 7, 9]);
       assert.deepEqual(a.sum(1, true).shape, [2, 1]);
@@ -151,9 +165,13 @@ describe("reductions", () => {
       assertClose(a.var(1), [4, 4], { rtol: 1e-15 });
       assertClose(a.var(1, { unbiased: false }), [8 / 3, 8 / 3], { rtol: 1e-15 });
       assertClose(t64([3, 4]).norm(), [5], { rtol: 1e-15 });
-      assertClose(a.logsumexp(1), [Math.log(Math.exp(1) + Math.exp(5) + Math.exp(3)), Math.log(Math.exp(4) + Math.exp(2) + Math.exp(6))], {
-        rtol: 1e-15,
-      });
+      assertClose(
+        a.logsumexp(1),
+        [Math.log(Math.exp(1) + Math.exp(5) + Math.exp(3)), Math.log(Math.exp(4) + Math.exp(2) + Math.exp(6))],
+        {
+          rtol: 1e-15,
+        },
+      );
       assert.deepEqual(a.cumsum(1).toArray(), [1, 6, 9, 4, 6, 12]);
     });
   });
@@ -178,7 +196,10 @@ describe("shape ops", () => {
     tidy(() => {
       const a = torch.arange(6, undefined, 1, { dtype: "float64" });
       const m = a.view(2, 3);
-      assert.deepEqual(m.tolist(), [[0, 1, 2], [3, 4, 5]]);
+      assert.deepEqual(m.tolist(), [
+        [0, 1, 2],
+        [3, 4, 5],
+      ]);
       assert.deepEqual(m.transpose(0, 1).contiguous().toArray(), [0, 3, 1, 4, 2, 5]);
       assert.deepEqual(m.t().isContiguous(), false);
       assert.deepEqual(a.reshape([3, 2]).permute(1, 0).contiguous().toArray(), [0, 2, 4, 1, 3, 5]);
@@ -193,7 +214,10 @@ describe("shape ops", () => {
   });
   test("cat/stack/split/chunk/narrow/select/slice", () => {
     tidy(() => {
-      const a = t64([[1, 2], [3, 4]]);
+      const a = t64([
+        [1, 2],
+        [3, 4],
+      ]);
       assert.deepEqual(torch.cat([a, a], 0).shape, [4, 2]);
       assert.deepEqual(torch.cat([a, a], 1).toArray(), [1, 2, 1, 2, 3, 4, 3, 4]);
       assert.deepEqual(torch.stack([a, a], 0).shape, [2, 2, 2]);
@@ -202,7 +226,9 @@ describe("shape ops", () => {
       assert.deepEqual(q?.toArray(), [3, 4, 5]);
       assert.equal(t64([1, 2, 3, 4, 5]).split(2).length, 3);
       assert.deepEqual(
-        t64([1, 2, 3, 4]).chunk(2).map((c) => c.toArray()),
+        t64([1, 2, 3, 4])
+          .chunk(2)
+          .map((c) => c.toArray()),
         [
           [1, 2],
           [3, 4],
@@ -216,22 +242,46 @@ describe("shape ops", () => {
   });
   test("indexSelect/gather/scatter/index/indexPut/maskedScatter/triu/tril/pad/flip", () => {
     tidy(() => {
-      const a = t64([[1, 2, 3], [4, 5, 6]]);
+      const a = t64([
+        [1, 2, 3],
+        [4, 5, 6],
+      ]);
       const idx = tensor([2, 0], { dtype: "int64" });
       assert.deepEqual(a.indexSelect(1, idx).toArray(), [3, 1, 6, 4]);
       assert.deepEqual(a.gather(1, tensor([[0], [2]], { dtype: "int64" })).toArray(), [1, 6]);
       assert.deepEqual(
-        torch.zeros([2, 3], { dtype: "float64" }).scatter(1, tensor([[1], [2]], { dtype: "int64" }), t64([[9], [8]])).toArray(),
+        torch
+          .zeros([2, 3], { dtype: "float64" })
+          .scatter(1, tensor([[1], [2]], { dtype: "int64" }), t64([[9], [8]]))
+          .toArray(),
         [0, 9, 0, 0, 0, 8],
       );
       assert.deepEqual(
-        torch.zeros([3], { dtype: "float64" }).scatterAdd(0, tensor([1, 1, 2], { dtype: "int64" }), t64([1, 2, 3])).toArray(),
+        torch
+          .zeros([3], { dtype: "float64" })
+          .scatterAdd(0, tensor([1, 1, 2], { dtype: "int64" }), t64([1, 2, 3]))
+          .toArray(),
         [0, 3, 3],
       );
       assert.deepEqual(a.index(tensor([1], { dtype: "int64" })).toArray(), [4, 5, 6]);
-      assert.deepEqual(t64([1, 2, 3]).index(tensor([true, false, true])).toArray(), [1, 3]);
-      assert.deepEqual(t64([1, 2, 3]).indexPut([tensor([0, 2], { dtype: "int64" })], t64([7, 8])).toArray(), [7, 2, 8]);
-      assert.deepEqual(t64([1, 2, 3]).maskedScatter(tensor([false, true, true]), t64([9, 8])).toArray(), [1, 9, 8]);
+      assert.deepEqual(
+        t64([1, 2, 3])
+          .index(tensor([true, false, true]))
+          .toArray(),
+        [1, 3],
+      );
+      assert.deepEqual(
+        t64([1, 2, 3])
+          .indexPut([tensor([0, 2], { dtype: "int64" })], t64([7, 8]))
+          .toArray(),
+        [7, 2, 8],
+      );
+      assert.deepEqual(
+        t64([1, 2, 3])
+          .maskedScatter(tensor([false, true, true]), t64([9, 8]))
+          .toArray(),
+        [1, 9, 8],
+      );
       const ones = torch.ones([3, 3], { dtype: "float64" });
       assert.deepEqual(ones.triu(1).toArray(), [0, 1, 1, 0, 0, 1, 0, 0, 0]);
       assert.deepEqual(ones.tril().toArray(), [1, 0, 0, 1, 1, 0, 1, 1, 1]);
@@ -244,8 +294,14 @@ describe("shape ops", () => {
 describe("linear algebra and nn functions", () => {
   test("matmul/bmm/linear", () => {
     tidy(() => {
-      const a = t64([[1, 2], [3, 4]]);
-      const b = t64([[5, 6], [7, 8]]);
+      const a = t64([
+        [1, 2],
+        [3, 4],
+      ]);
+      const b = t64([
+        [5, 6],
+        [7, 8],
+      ]);
       assert.deepEqual(a.matmul(b).toArray(), [19, 22, 43, 50]);
       assert.deepEqual(a.unsqueeze(0).bmm(b.unsqueeze(0)).toArray(), [19, 22, 43, 50]);
       // linear: x W^T + b
@@ -270,21 +326,37 @@ describe("linear algebra and nn functions", () => {
       const expected = [1, 2, 3, 4].map((e) => (e - mean) / Math.sqrt(v + 1e-5));
       assertClose(F.layerNorm(x, [4], null, null, 1e-5), expected, { rtol: 1e-12 });
       const ms = (1 + 4 + 9 + 16) / 4;
-      assertClose(F.rmsNorm(x, t64([1, 1, 1, 2]), 1e-6), [1, 2, 3, 8].map((e) => e / Math.sqrt(ms + 1e-6)), { rtol: 1e-12 });
-      assertClose(F.rmsNorm(x, t64([0, 0, 0, 1]), 1e-6, { addUnitOffset: true }), [1, 2, 3, 8].map((e) => e / Math.sqrt(ms + 1e-6)), {
-        rtol: 1e-12,
-      });
+      assertClose(
+        F.rmsNorm(x, t64([1, 1, 1, 2]), 1e-6),
+        [1, 2, 3, 8].map((e) => e / Math.sqrt(ms + 1e-6)),
+        { rtol: 1e-12 },
+      );
+      assertClose(
+        F.rmsNorm(x, t64([0, 0, 0, 1]), 1e-6, { addUnitOffset: true }),
+        [1, 2, 3, 8].map((e) => e / Math.sqrt(ms + 1e-6)),
+        {
+          rtol: 1e-12,
+        },
+      );
     });
   });
   test("embedding, dropout, crossEntropy with ignoreIndex", () => {
     tidy(() => {
-      const w = t64([[0, 0], [1, 1], [2, 2]]);
+      const w = t64([
+        [0, 0],
+        [1, 1],
+        [2, 2],
+      ]);
       assert.deepEqual(F.embedding(w, tensor([2, 0], { dtype: "int64" })).toArray(), [2, 2, 0, 0]);
       const x = torch.ones([1000], { dtype: "float64" });
       assert.deepEqual(F.dropout(x, 0.5, false).toArray(), x.toArray());
       const d = F.dropout(x, 0.5, true).toArray();
       assert.ok(d.every((v) => v === 0 || v === 2));
-      const logits = t64([[1, 2, 3], [1, 1, 1], [0, 0, 5]]);
+      const logits = t64([
+        [1, 2, 3],
+        [1, 1, 1],
+        [0, 0, 5],
+      ]);
       const target = tensor([2, -100, 0], { dtype: "int64" });
       const z0 = Math.log(Math.exp(1) + Math.exp(2) + Math.exp(3));
       const z2 = Math.log(2 + Math.exp(5));

@@ -93,7 +93,7 @@ test("clipGradNorm scales all gradients by max/(total+1e-6) and returns the tota
     assertClose(b.grad!, [0, 4 / (5 + 1e-6)], { rtol: 1e-14 });
     const after = clipGradNorm([a, b], 10);
     assertClose([after], [5 / (5 + 1e-6)], { rtol: 1e-12 });
-    assertClose(a.grad!, [3 / (5 + 1e-6)], { rtol: 1e-14 }, );
+    assertClose(a.grad!, [3 / (5 + 1e-6)], { rtol: 1e-14 });
     const c = p64([1]);
     assert.equal(clipGradNorm([c], 1), 0, "no gradients: norm 0");
     torch.noGrad(() => assert.equal(torch.isGradEnabled(), false));

@@ -7,7 +7,14 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { CheckpointError } from "../../src/errors.js";
 import * as torch from "../../src/torch/index.js";
-import { loadSafetensors, SafetensorsCheckpoint, SafetensorsFile, saveSafetensors, tensor, tidy } from "../../src/torch/index.js";
+import {
+  loadSafetensors,
+  SafetensorsCheckpoint,
+  SafetensorsFile,
+  saveSafetensors,
+  tensor,
+  tidy,
+} from "../../src/torch/index.js";
 
 const dir = () => mkdtempSync(join(tmpdir(), "tl-st-"));
 
@@ -24,7 +31,16 @@ describe("safetensors", () => {
     tidy(() => {
       const src = new Map<string, torch.Tensor>([
         ["f64", tensor([1.5, -2.25, Math.PI], { dtype: "float64" })],
-        ["f32", tensor([[1, 2], [3, 4.5]], { dtype: "float32" })],
+        [
+          "f32",
+          tensor(
+            [
+              [1, 2],
+              [3, 4.5],
+            ],
+            { dtype: "float32" },
+          ),
+        ],
         ["f16", tensor([0.5, -1, 65504], { dtype: "float16" })],
         ["bf16", tensor([1, -3.5, 1e30], { dtype: "bfloat16" })],
         ["i64", tensor([2 ** 40, -5], { dtype: "int64" })],
@@ -72,7 +88,10 @@ describe("safetensors", () => {
       const idx = JSON.parse(readFileSync(join(d, "model.safetensors.index.json"), "utf8"));
       idx.weight_map["layer.9.weight"] = "model-00001-of-00003.safetensors";
       writeFileSync(join(d, "model.safetensors.index.json"), JSON.stringify(idx));
-      assert.throws(() => SafetensorsCheckpoint.open(d), /weight "layer.9.weight" is listed in "model-00001-of-00003.safetensors" but that file has no such tensor/);
+      assert.throws(
+        () => SafetensorsCheckpoint.open(d),
+        /weight "layer.9.weight" is listed in "model-00001-of-00003.safetensors" but that file has no such tensor/,
+      );
       idx.weight_map["layer.9.weight"] = "missing.safetensors";
       writeFileSync(join(d, "model.safetensors.index.json"), JSON.stringify(idx));
       assert.throws(() => SafetensorsCheckpoint.open(d), /missing.safetensors: file not found/);
@@ -99,17 +118,49 @@ describe("safetensors", () => {
   const f32 = Buffer.alloc(16);
   const malformed: [string, Buffer, RegExp][] = [
     ["too small", Buffer.alloc(4), /too small for a safetensors header/],
-    ["header over the cap", rawFile({}, Buffer.alloc(0), { headerLen: 200_000_000n }), /above the 100000000-byte limit/],
-    ["header past end of file", rawFile({}, Buffer.alloc(0), { headerLen: 1000n }), /header declares 1000 bytes but the file has only/],
+    [
+      "header over the cap",
+      rawFile({}, Buffer.alloc(0), { headerLen: 200_000_000n }),
+      /above the 100000000-byte limit/,
+    ],
+    [
+      "header past end of file",
+      rawFile({}, Buffer.alloc(0), { headerLen: 1000n }),
+      /header declares 1000 bytes but the file has only/,
+    ],
     ["header not JSON", rawFile("{not json", Buffer.alloc(0)), /header is not valid JSON/],
     ["header not an object", rawFile("[1,2]", Buffer.alloc(0)), /header is not a JSON object/],
     ["entry not an object", rawFile({ w: 5 }, f32), /tensor "w": entry is not an object/],
-    ["unknown dtype", rawFile({ w: { dtype: "F8", shape: [4], data_offsets: [0, 16] } }, f32), /tensor "w": unknown dtype "F8"/],
-    ["bad shape", rawFile({ w: { dtype: "F32", shape: [-4], data_offsets: [0, 16] } }, f32), /tensor "w": shape \[-4\] is not a list of non-negative integers/],
-    ["bad offsets", rawFile({ w: { dtype: "F32", shape: [4], data_offsets: [0] } }, f32), /tensor "w": data_offsets \[0\] is not a pair/],
-    ["reversed offsets", rawFile({ w: { dtype: "F32", shape: [0], data_offsets: [8, 4] } }, f32), /end before they begin/],
-    ["offsets past the data", rawFile({ w: { dtype: "F32", shape: [8], data_offsets: [0, 32] } }, f32), /run past the end of the data \(16 bytes\)/],
-    ["byte count ≠ shape × dtype", rawFile({ w: { dtype: "F32", shape: [3], data_offsets: [0, 16] } }, f32), /tensor "w": declares 16 bytes but shape \[3\] of F32 needs 12/],
+    [
+      "unknown dtype",
+      rawFile({ w: { dtype: "F8", shape: [4], data_offsets: [0, 16] } }, f32),
+      /tensor "w": unknown dtype "F8"/,
+    ],
+    [
+      "bad shape",
+      rawFile({ w: { dtype: "F32", shape: [-4], data_offsets: [0, 16] } }, f32),
+      /tensor "w": shape \[-4\] is not a list of non-negative integers/,
+    ],
+    [
+      "bad offsets",
+      rawFile({ w: { dtype: "F32", shape: [4], data_offsets: [0] } }, f32),
+      /tensor "w": data_offsets \[0\] is not a pair/,
+    ],
+    [
+      "reversed offsets",
+      rawFile({ w: { dtype: "F32", shape: [0], data_offsets: [8, 4] } }, f32),
+      /end before they begin/,
+    ],
+    [
+      "offsets past the data",
+      rawFile({ w: { dtype: "F32", shape: [8], data_offsets: [0, 32] } }, f32),
+      /run past the end of the data \(16 bytes\)/,
+    ],
+    [
+      "byte count ≠ shape × dtype",
+      rawFile({ w: { dtype: "F32", shape: [3], data_offsets: [0, 16] } }, f32),
+      /tensor "w": declares 16 bytes but shape \[3\] of F32 needs 12/,
+    ],
     [
       "overlapping tensors",
       rawFile(
@@ -121,7 +172,11 @@ describe("safetensors", () => {
       ),
       /tensors "a" and "b" overlap/,
     ],
-    ["metadata not strings", rawFile({ __metadata__: { a: 1 } }, Buffer.alloc(0)), /"__metadata__" value "a" is not a string/],
+    [
+      "metadata not strings",
+      rawFile({ __metadata__: { a: 1 } }, Buffer.alloc(0)),
+      /"__metadata__" value "a" is not a string/,
+    ],
   ];
   for (const [name, bytes, re] of malformed) {
     test(`rejects a malformed file: ${name}`, () => {

@@ -2,7 +2,7 @@
 import { ConfigError } from "../../errors.js";
 import type { DType } from "../../torch/dtype.js";
 import { IdentityConnector, LinearConnector, MlpConnector } from "./mlp.js";
-import { BERT_BASE, QFormerConnector, type QFormerConfig } from "./qformer.js";
+import { BERT_BASE, type QFormerConfig, QFormerConnector } from "./qformer.js";
 import { ResamplerConnector } from "./resampler.js";
 import type { Connector, ConnectorDims } from "./types.js";
 
@@ -33,6 +33,8 @@ export function buildConnector(type: string, dims: ConnectorDims, opts: Connecto
     case "qformer":
       return new QFormerConnector(dims, opts.dtype, { ...BERT_BASE, ...opts.qformer });
     default:
-      throw new ConfigError(`unknown connector_type "${type}"; supported: linear, mlp{N}x_gelu (e.g. mlp2x_gelu), identity, resampler, qformer`);
+      throw new ConfigError(
+        `unknown connector_type "${type}"; supported: linear, mlp{N}x_gelu (e.g. mlp2x_gelu), identity, resampler, qformer`,
+      );
   }
 }

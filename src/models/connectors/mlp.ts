@@ -49,7 +49,9 @@ export class IdentityConnector extends Module implements Connector {
   constructor(dims: ConnectorDims) {
     super();
     if (dims.visionHidden !== dims.hidden) {
-      throw new RangeError(`identity connector needs equal widths, but the vision tower gives ${dims.visionHidden} and the LLM takes ${dims.hidden}`);
+      throw new RangeError(
+        `identity connector needs equal widths, but the vision tower gives ${dims.visionHidden} and the LLM takes ${dims.hidden}`,
+      );
     }
   }
   forward(features: Tensor): Tensor {

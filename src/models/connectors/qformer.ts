@@ -44,7 +44,11 @@ class BertSelfAttention extends Module {
   readonly query: Linear;
   readonly key: Linear;
   readonly value: Linear;
-  constructor(readonly cfg: QFormerConfig, kvWidth: number, dtype: DType) {
+  constructor(
+    readonly cfg: QFormerConfig,
+    kvWidth: number,
+    dtype: DType,
+  ) {
     super();
     const h = cfg.hidden_size;
     this.query = this.registerModule("query", new Linear(h, h, { dtype }));
@@ -101,7 +105,9 @@ class QFormerLayer extends Module {
     super();
     this.attention = this.registerModule("attention", new BertAttention(cfg, cfg.hidden_size, dtype));
     this.crossattention =
-      index % cfg.cross_attention_freq === 0 ? this.registerModule("crossattention", new BertAttention(cfg, visionWidth, dtype)) : null;
+      index % cfg.cross_attention_freq === 0
+        ? this.registerModule("crossattention", new BertAttention(cfg, visionWidth, dtype))
+        : null;
     const inter = new Module();
     this.intermediate = inter.registerModule("dense", new Linear(cfg.hidden_size, cfg.intermediate_size, { dtype }));
     this.registerModule("intermediate_query", inter);
@@ -136,14 +142,22 @@ class QFormerModel extends Module {
     const encoder = bert.registerModule("encoder", new Module());
     this.layers = encoder.registerModule(
       "layer",
-      new ModuleList(Array.from({ length: cfg.num_hidden_layers }, (_, i) => new QFormerLayer(cfg, i, dims.visionHidden, dtype))),
+      new ModuleList(
+        Array.from({ length: cfg.num_hidden_layers }, (_, i) => new QFormerLayer(cfg, i, dims.visionHidden, dtype)),
+      ),
     );
     this.projector = this.registerModule("projector", new Linear(cfg.hidden_size, dims.hidden, { dtype }));
   }
   forward(vision: Tensor): Tensor {
     const B = vision.size(0);
     // embeddings = LayerNorm without affine (Factory set its weight and bias to None) of the query tokens
-    let h = F.layerNorm(this.queryTokens.expand(B, this.queryTokens.size(1), this.cfg.hidden_size), [this.cfg.hidden_size], null, null, this.cfg.layer_norm_eps);
+    let h = F.layerNorm(
+      this.queryTokens.expand(B, this.queryTokens.size(1), this.cfg.hidden_size),
+      [this.cfg.hidden_size],
+      null,
+      null,
+      this.cfg.layer_norm_eps,
+    );
     for (const layer of this.layers) h = layer.forward(h, vision);
     return this.projector.forward(h);
   }

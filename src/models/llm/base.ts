@@ -33,7 +33,14 @@ export const layerNorm =
  * padding keys masked out when `attentionMask` [B, S] is given). S = past + L. */
 export function causalMask(attentionMask: Tensor | null, batch: number, L: number, dtype: DType, past = 0): Tensor {
   const S = past + L;
-  const lowest = dtype === "float64" ? -Number.MAX_VALUE : dtype === "float32" ? -3.4028234663852886e38 : dtype === "float16" ? -65504 : -3.3895313892515355e38;
+  const lowest =
+    dtype === "float64"
+      ? -Number.MAX_VALUE
+      : dtype === "float32"
+        ? -3.4028234663852886e38
+        : dtype === "float16"
+          ? -65504
+          : -3.3895313892515355e38;
   const allowed = ones([L, S], { dtype: "bool" }).tril(past); // [L, S]
   let keep = allowed.unsqueeze(0).unsqueeze(0); // [1,1,L,S]
   if (attentionMask) keep = keep.logicalAnd(attentionMask.to("bool").view(batch, 1, 1, S));
@@ -63,13 +70,28 @@ export class Attention extends Module {
   readonly qNorm: (Module & { forward(x: Tensor): Tensor }) | null;
   readonly kNorm: (Module & { forward(x: Tensor): Tensor }) | null;
 
-  constructor(readonly o: AttentionOptions, names: { qNorm?: string; kNorm?: string } = {}) {
+  constructor(
+    readonly o: AttentionOptions,
+    names: { qNorm?: string; kNorm?: string } = {},
+  ) {
     super();
     const dt = { dtype: o.dtype };
-    this.qProj = this.registerModule("q_proj", new Linear(o.hidden, o.numHeads * o.headDim, { ...dt, bias: o.qkvBias }));
-    this.kProj = this.registerModule("k_proj", new Linear(o.hidden, o.numKvHeads * o.headDim, { ...dt, bias: o.qkvBias }));
-    this.vProj = this.registerModule("v_proj", new Linear(o.hidden, o.numKvHeads * o.headDim, { ...dt, bias: o.qkvBias }));
-    this.oProj = this.registerModule(o.outName ?? "o_proj", new Linear(o.numHeads * o.headDim, o.hidden, { ...dt, bias: o.outBias }));
+    this.qProj = this.registerModule(
+      "q_proj",
+      new Linear(o.hidden, o.numHeads * o.headDim, { ...dt, bias: o.qkvBias }),
+    );
+    this.kProj = this.registerModule(
+      "k_proj",
+      new Linear(o.hidden, o.numKvHeads * o.headDim, { ...dt, bias: o.qkvBias }),
+    );
+    this.vProj = this.registerModule(
+      "v_proj",
+      new Linear(o.hidden, o.numKvHeads * o.headDim, { ...dt, bias: o.qkvBias }),
+    );
+    this.oProj = this.registerModule(
+      o.outName ?? "o_proj",
+      new Linear(o.numHeads * o.headDim, o.hidden, { ...dt, bias: o.outBias }),
+    );
     this.qNorm = o.qkNorm ? this.registerModule(names.qNorm ?? "q_norm", o.qkNorm.q) : null;
     this.kNorm = o.qkNorm ? this.registerModule(names.kNorm ?? "k_norm", o.qkNorm.k) : null;
   }
@@ -93,7 +115,10 @@ export class Attention extends Module {
       kr = k.repeatInterleave(H / KV, 1);
       vr = v.repeatInterleave(H / KV, 1);
     }
-    const scores = q.matmul(kr.transpose(-2, -1)).mul(1 / Math.sqrt(D)).add(mask);
+    const scores = q
+      .matmul(kr.transpose(-2, -1))
+      .mul(1 / Math.sqrt(D))
+      .add(mask);
     const attn = scores.softmax(-1, "float32").to(scores.dtype).matmul(vr); // [B, H, L, D]; softmax in float32 as transformers
     return this.oProj.forward(attn.transpose(1, 2).reshape(B, L, H * D));
   }
@@ -104,7 +129,13 @@ export class GatedMLP extends Module {
   readonly gate: Linear;
   readonly up: Linear;
   readonly down: Linear;
-  constructor(hidden: number, inter: number, readonly act: Activation, dtype: DType, bias = false) {
+  constructor(
+    hidden: number,
+    inter: number,
+    readonly act: Activation,
+    dtype: DType,
+    bias = false,
+  ) {
     super();
     this.gate = this.registerModule("gate_proj", new Linear(hidden, inter, { dtype, bias }));
     this.up = this.registerModule("up_proj", new Linear(hidden, inter, { dtype, bias }));
@@ -119,7 +150,12 @@ export class GatedMLP extends Module {
 export class FcMLP extends Module {
   readonly fc1: Linear;
   readonly fc2: Linear;
-  constructor(hidden: number, inter: number, readonly act: Activation, dtype: DType) {
+  constructor(
+    hidden: number,
+    inter: number,
+    readonly act: Activation,
+    dtype: DType,
+  ) {
     super();
     this.fc1 = this.registerModule("fc1", new Linear(hidden, inter, { dtype }));
     this.fc2 = this.registerModule("fc2", new Linear(inter, hidden, { dtype }));
@@ -174,7 +210,13 @@ export class DecoderBody extends Module {
   readonly embedTokens: Embedding;
   readonly layers: ModuleList<DecoderLayer>;
   readonly norm: Module & { forward(x: Tensor): Tensor };
-  constructor(cfg: TextConfig, dtype: DType, layers: DecoderLayer[], norm: Module & { forward(x: Tensor): Tensor }, normName = "norm") {
+  constructor(
+    cfg: TextConfig,
+    dtype: DType,
+    layers: DecoderLayer[],
+    norm: Module & { forward(x: Tensor): Tensor },
+    normName = "norm",
+  ) {
     super();
     this.embedTokens = this.registerModule("embed_tokens", new Embedding(cfg.vocab_size, cfg.hidden_size, { dtype }));
     this.layers = this.registerModule("layers", new ModuleList(layers));
@@ -210,7 +252,10 @@ export class CausalLM extends Module {
     this.rope = rope;
     this.lmHead = config.tie_word_embeddings
       ? null
-      : this.registerModule("lm_head", new Linear(config.hidden_size, config.vocab_size, { dtype, bias: opts.lmHeadBias ?? false }));
+      : this.registerModule(
+          "lm_head",
+          new Linear(config.hidden_size, config.vocab_size, { dtype, bias: opts.lmHeadBias ?? false }),
+        );
   }
 
   get hiddenSize(): number {

@@ -37,7 +37,12 @@ export function buildPhi(cfg: TextConfig, ctx: BuildContext): CausalLM {
       },
       { qNorm: "q_layernorm", kNorm: "k_layernorm" },
     );
-    return new ParallelLayer(norm, cfg.hidden_size, attn, new FcMLP(cfg.hidden_size, cfg.intermediate_size, activation(cfg), ctx.dtype)); // (2), (5)
+    return new ParallelLayer(
+      norm,
+      cfg.hidden_size,
+      attn,
+      new FcMLP(cfg.hidden_size, cfg.intermediate_size, activation(cfg), ctx.dtype),
+    ); // (2), (5)
   });
   const body = new DecoderBody(cfg, ctx.dtype, layers, norm(cfg.hidden_size), "final_layernorm"); // (6)
   const lmHeadBias = ctx.keys ? ctx.keys.has("lm_head.bias") : true; // (7)

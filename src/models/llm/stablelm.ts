@@ -4,8 +4,8 @@
 import { LayerNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { cat } from "../../torch/creation.js";
-import type { Tensor } from "../../torch/tensor.js";
 import type { DType } from "../../torch/dtype.js";
+import type { Tensor } from "../../torch/tensor.js";
 import type { TextConfig } from "../config.js";
 import {
   Attention,
@@ -26,7 +26,10 @@ class LayerNormPerHead extends Module {
   readonly norms: ModuleList<LayerNorm>;
   constructor(heads: number, dim: number, eps: number, dtype: DType) {
     super();
-    this.norms = this.registerModule("norms", new ModuleList(Array.from({ length: heads }, () => new LayerNorm(dim, eps, { dtype, bias: false }))));
+    this.norms = this.registerModule(
+      "norms",
+      new ModuleList(Array.from({ length: heads }, () => new LayerNorm(dim, eps, { dtype, bias: false }))),
+    );
   }
   forward(x: Tensor): Tensor {
     const heads = x.split(1, 2);
@@ -60,7 +63,9 @@ export function buildStableLm(cfg: TextConfig, ctx: BuildContext): CausalLM {
       { qNorm: "q_layernorm", kNorm: "k_layernorm" },
     );
     const mlp = new GatedMLP(cfg.hidden_size, cfg.intermediate_size, activation(cfg), ctx.dtype);
-    return parallel ? new ParallelLayer(norm, cfg.hidden_size, attn, mlp) : new PreNormLayer(norm, cfg.hidden_size, attn, mlp);
+    return parallel
+      ? new ParallelLayer(norm, cfg.hidden_size, attn, mlp)
+      : new PreNormLayer(norm, cfg.hidden_size, attn, mlp);
   });
   return new CausalLM(cfg, ctx.dtype, new DecoderBody(cfg, ctx.dtype, layers, norm(cfg.hidden_size)), rope);
 }

@@ -22,7 +22,10 @@ class ClipEmbeddings extends Module {
       new Conv2d(cfg.num_channels, cfg.hidden_size, cfg.patch_size, { dtype, stride: cfg.patch_size, bias: false }), // (2)
     );
     this.numPositions = (cfg.image_size / cfg.patch_size) ** 2 + 1; // (3)
-    this.position = this.registerModule("position_embedding", new Embedding(this.numPositions, cfg.hidden_size, { dtype }));
+    this.position = this.registerModule(
+      "position_embedding",
+      new Embedding(this.numPositions, cfg.hidden_size, { dtype }),
+    );
   }
   forward(pixels: Tensor): Tensor {
     const x = this.patch.forward(pixels).flatten(2).transpose(1, 2);
@@ -43,9 +46,15 @@ class ClipVisionTransformer extends Module {
   constructor(cfg: VisionConfig, dtype: DType) {
     super();
     this.embeddings = this.registerModule("embeddings", new ClipEmbeddings(cfg, dtype));
-    this.preLayrnorm = this.registerModule("pre_layrnorm", new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, { dtype })); // (4)
+    this.preLayrnorm = this.registerModule(
+      "pre_layrnorm",
+      new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, { dtype }),
+    ); // (4)
     this.encoder = this.registerModule("encoder", new VisionEncoder(cfg, dtype));
-    this.postLayernorm = this.registerModule("post_layernorm", new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, { dtype }));
+    this.postLayernorm = this.registerModule(
+      "post_layernorm",
+      new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, { dtype }),
+    );
   }
 }
 

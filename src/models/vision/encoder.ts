@@ -31,7 +31,12 @@ class VisionAttention extends Module {
     const q = split(this.q.forward(x));
     const k = split(this.k.forward(x));
     const v = split(this.v.forward(x));
-    const attn = q.matmul(k.transpose(-2, -1)).mul(1 / Math.sqrt(D)).softmax(-1, "float32").to(q.dtype).matmul(v);
+    const attn = q
+      .matmul(k.transpose(-2, -1))
+      .mul(1 / Math.sqrt(D))
+      .softmax(-1, "float32")
+      .to(q.dtype)
+      .matmul(v);
     return this.out.forward(attn.transpose(1, 2).reshape(B, L, this.hidden));
   }
 }
@@ -39,7 +44,12 @@ class VisionAttention extends Module {
 class VisionMLP extends Module {
   readonly fc1: Linear;
   readonly fc2: Linear;
-  constructor(hidden: number, inter: number, readonly act: Activation, dtype: DType) {
+  constructor(
+    hidden: number,
+    inter: number,
+    readonly act: Activation,
+    dtype: DType,
+  ) {
     super();
     this.fc1 = this.registerModule("fc1", new Linear(hidden, inter, { dtype }));
     this.fc2 = this.registerModule("fc2", new Linear(inter, hidden, { dtype }));
@@ -61,7 +71,12 @@ class EncoderLayer extends Module {
     this.ln2 = this.registerModule("layer_norm2", new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, { dtype }));
     this.mlp = this.registerModule(
       "mlp",
-      new VisionMLP(cfg.hidden_size, cfg.intermediate_size, getActivation(cfg.hidden_act, "vision_config.hidden_act"), dtype),
+      new VisionMLP(
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        getActivation(cfg.hidden_act, "vision_config.hidden_act"),
+        dtype,
+      ),
     );
   }
   forward(x: Tensor): Tensor {

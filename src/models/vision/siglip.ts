@@ -19,12 +19,17 @@ class SiglipEmbeddings extends Module {
       "patch_embedding",
       new Conv2d(cfg.num_channels, cfg.hidden_size, cfg.patch_size, { dtype, stride: cfg.patch_size }),
     );
-    this.position = this.registerModule("position_embedding", new Embedding(this.numPatches, cfg.hidden_size, { dtype }));
+    this.position = this.registerModule(
+      "position_embedding",
+      new Embedding(this.numPatches, cfg.hidden_size, { dtype }),
+    );
   }
   forward(pixels: Tensor): Tensor {
     const x = this.patch.forward(pixels).flatten(2).transpose(1, 2); // [B, patches, hidden]
     if (x.size(1) !== this.numPatches) {
-      throw new RangeError(`SigLIP expects ${this.numPatches} patches, the image gives ${x.size(1)} (size ${pixels.shape.slice(2).join("×")})`);
+      throw new RangeError(
+        `SigLIP expects ${this.numPatches} patches, the image gives ${x.size(1)} (size ${pixels.shape.slice(2).join("×")})`,
+      );
     }
     return x.add(this.position.forward(arange(0, this.numPatches)));
   }
@@ -38,7 +43,10 @@ class SiglipVisionTransformer extends Module {
     super();
     this.embeddings = this.registerModule("embeddings", new SiglipEmbeddings(cfg, dtype));
     this.encoder = this.registerModule("encoder", new VisionEncoder(cfg, dtype));
-    this.postLayernorm = this.registerModule("post_layernorm", new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, { dtype }));
+    this.postLayernorm = this.registerModule(
+      "post_layernorm",
+      new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, { dtype }),
+    );
   }
 }
 
