@@ -42,10 +42,11 @@ export function layerNorm(
   return new Tensor(N.layerNorm(x.handle, [...normalizedShape], h(weight), h(bias), eps));
 }
 
-/** RMSNorm as Hugging Face computes it: in float32 whatever the input dtype (x.float() · rsqrt(mean(x², −1) + eps)),
- * cast back, then × weight — or, for Gemma (`addUnitOffset`), × (1 + weight) in float32 before the cast back. */
+/** RMSNorm as Hugging Face computes it: half-precision inputs in float32 (x.float() · rsqrt(mean(x², −1) + eps)),
+ * cast back, then × weight — or, for Gemma (`addUnitOffset`), × (1 + weight) before the cast back. float64 stays
+ * float64 (transformers would drop to float32 there; keeping float64 makes gradients checkable and costs <1e-7). */
 export function rmsNorm(x: Tensor, weight: Tensor | null, eps: number, opts: { addUnitOffset?: boolean } = {}): Tensor {
-  const x32 = x.dtype === "float32" ? x : x.to("float32");
+  const x32 = x.dtype === "float32" || x.dtype === "float64" ? x : x.to("float32");
   const sq = x32.square();
   const ms = sq.mean(-1, true);
   sq.dispose();
@@ -57,7 +58,7 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, eps: number, opts: { a
   r.dispose();
   if (x32 !== x) x32.dispose();
   if (opts.addUnitOffset) {
-    const w32 = weight ? (weight.dtype === "float32" ? weight : weight.to("float32")) : null;
+    const w32 = weight ? (weight.dtype === x32.dtype ? weight : weight.to(x32.dtype)) : null;
     const scale = w32 ? w32.add(1) : null;
     const out32 = scale ? normed.mul(scale) : normed;
     if (scale) scale.dispose();
