@@ -2,34 +2,13 @@
 // sequence, image features included, (2) RMSNorm scaling by (1 + weight), (3) GELU-tanh gated MLP
 // (hidden_activation), (4) tied embeddings by default.
 import type { TextConfig } from "../config.js";
-import {
-  Attention,
-  activation,
-  attentionOptions,
-  type BuildContext,
-  CausalLM,
-  DecoderBody,
-  GatedMLP,
-  PreNormLayer,
-  rmsNorm,
-  ropeFor,
-} from "./base.js";
+import type { BuildContext, CausalLM } from "./base.js";
+import { buildLlama } from "./llama.js";
 
 export function buildGemma(cfg: TextConfig, ctx: BuildContext): CausalLM {
-  const rope = ropeFor(cfg);
-  const norm = rmsNorm(cfg.rms_norm_eps, ctx.dtype, true); // (2)
-  const layers = Array.from(
-    { length: cfg.num_hidden_layers },
-    () =>
-      new PreNormLayer(
-        norm,
-        cfg.hidden_size,
-        new Attention(attentionOptions(cfg, ctx.dtype, rope)),
-        new GatedMLP(cfg.hidden_size, cfg.intermediate_size, activation(cfg), ctx.dtype), // (3)
-      ),
-  );
-  const lm = new CausalLM(cfg, ctx.dtype, new DecoderBody(cfg, ctx.dtype, layers, norm(cfg.hidden_size)), rope);
-  // (1) HF multiplies by sqrt(hidden) rounded to the model's dtype
+  // (3) comes from the config's hidden_activation; (4) from tie_word_embeddings
+  const lm = buildLlama(cfg, ctx, { unitOffsetNorm: true }); // (2)
+  // (1) transformers multiplies by sqrt(hidden) rounded to the model's dtype
   lm.embedScale = roundTo(Math.sqrt(cfg.hidden_size), ctx.dtype);
   return lm;
 }

@@ -1,11 +1,12 @@
 // The ViT encoder SigLIP and CLIP share (HF names: encoder.layers.N.{layer_norm1,self_attn.{q,k,v,out}_proj,
 // layer_norm2,mlp.fc1,mlp.fc2}): pre-norm blocks with bidirectional multi-head attention.
-import { type Activation, getActivation } from "../../nn/activations.js";
+import { getActivation } from "../../nn/activations.js";
 import { LayerNorm, Linear } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import type { DType } from "../../torch/dtype.js";
 import type { Tensor } from "../../torch/tensor.js";
 import type { VisionConfig } from "../config.js";
+import { FcMLP } from "../llm/base.js";
 
 class VisionAttention extends Module {
   readonly q: Linear;
@@ -41,29 +42,11 @@ class VisionAttention extends Module {
   }
 }
 
-class VisionMLP extends Module {
-  readonly fc1: Linear;
-  readonly fc2: Linear;
-  constructor(
-    hidden: number,
-    inter: number,
-    readonly act: Activation,
-    dtype: DType,
-  ) {
-    super();
-    this.fc1 = this.registerModule("fc1", new Linear(hidden, inter, { dtype }));
-    this.fc2 = this.registerModule("fc2", new Linear(inter, hidden, { dtype }));
-  }
-  forward(x: Tensor): Tensor {
-    return this.fc2.forward(this.act(this.fc1.forward(x)));
-  }
-}
-
 class EncoderLayer extends Module {
   readonly ln1: LayerNorm;
   readonly attn: VisionAttention;
   readonly ln2: LayerNorm;
-  readonly mlp: VisionMLP;
+  readonly mlp: FcMLP;
   constructor(cfg: VisionConfig, dtype: DType) {
     super();
     this.ln1 = this.registerModule("layer_norm1", new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, { dtype }));
@@ -71,7 +54,7 @@ class EncoderLayer extends Module {
     this.ln2 = this.registerModule("layer_norm2", new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, { dtype }));
     this.mlp = this.registerModule(
       "mlp",
-      new VisionMLP(
+      new FcMLP(
         cfg.hidden_size,
         cfg.intermediate_size,
         getActivation(cfg.hidden_act, "vision_config.hidden_act"),
