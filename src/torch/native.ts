@@ -1,5 +1,5 @@
 // Loads the libtorch Node-API addon (native/) and describes its surface. Everything here is one call into C++.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -158,6 +158,24 @@ function addonPath(): string {
   );
 }
 
+/** ATen picks AVX2 kernels by default in libtorch 1.13 even on AVX-512 machines, where PyTorch 2.x uses AVX-512:
+ * their vectorised transcendental functions round differently in the last bit, so we follow PyTorch 2.x (faster
+ * too) unless ATEN_CPU_CAPABILITY is set. Checked against the CPU's flags: forcing it on a CPU without AVX-512
+ * would crash. Must happen before the addon's first op. */
+function chooseCpuCapability(): void {
+  if (process.env.ATEN_CPU_CAPABILITY || process.platform !== "linux") return;
+  try {
+    const flags = new Set(
+      (/^flags\s*:(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "").trim().split(/\s+/),
+    );
+    if (["avx512f", "avx512bw", "avx512vl", "avx512dq"].every((f) => flags.has(f)))
+      process.env.ATEN_CPU_CAPABILITY = "avx512";
+  } catch {
+    // no /proc/cpuinfo: keep ATen's default
+  }
+}
+
+chooseCpuCapability();
 export const native: NativeAddon = createRequire(import.meta.url)(addonPath()) as NativeAddon;
 
 /** Op codes: must match the switches in native/src/ops.cpp. */

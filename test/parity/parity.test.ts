@@ -17,10 +17,10 @@ import { AdamW, noGrad, SafetensorsFile, type Tensor, tensor, tidy } from "../..
 import { diff, REFERENCE } from "../helpers.js";
 
 // Tolerances reached (see README "Reference parity"): float64 vision features and connector outputs match to
-// ~1e-15 (CLIP ~1e-8); LLM logits to ~2e-7 of their scale — transformers computes RoPE's cos/sin in float32 and
-// its float32 results differ from libtorch 1.13's in the last bits, which bounds float64 parity there.
+// ~1e-15; LLM logits to ~3e-7 of their scale — transformers computes RoPE's cos/sin in float32, and for some
+// angles torch 2.11's float32 cos/sin differ from libtorch 1.13's in the last bit, which bounds float64 parity there.
 const TOL = {
-  features: 5e-8,
+  features: 1e-9,
   logits64: 1e-6,
   grads: 1e-5,
   // AdamW's first step is lr·g/(|g|+eps): for |g| near eps it amplifies the ~1e-7 gradient differences, so the
