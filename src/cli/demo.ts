@@ -34,7 +34,8 @@ export async function demo(opts: { steps: number }): Promise<void> {
   const pixels = (await pipe.images.preprocess(image)).unsqueeze(0);
   const question = "What color is the circle?";
   const answer = "The circle is red.";
-  // tokenise the conversation segment by segment: answers supervised, everything else −100
+  // tokenise the whole conversation (as Factory does, so " The" stays one token after "ASSISTANT:"); supervise
+  // what follows the prompt the model will see at inference time, −100 elsewhere
   const segs = renderConversation(
     pipe.template,
     [
@@ -43,13 +44,9 @@ export async function demo(opts: { steps: number }): Promise<void> {
     ],
     { hasImage: true },
   );
-  const ids: number[] = [];
-  const labels: number[] = [];
-  segs.forEach((s, i) => {
-    const part = tokenizer.encodeWithImages(s.text).filter((t, j) => !(i > 0 && j === 0 && t === tokenizer.bosTokenId));
-    ids.push(...part);
-    labels.push(...part.map((t) => (s.target && t >= 0 ? t : IGNORE_INDEX)));
-  });
+  const ids = tokenizer.encodeWithImages(segs.map((x) => x.text).join(""));
+  const promptLen = pipe.encodePrompt(question, true).length;
+  const labels = ids.map((t, i) => (i < promptLen || t < 0 ? IGNORE_INDEX : t));
   model.visionTower.requiresGrad_(false);
   const trainable = model.parameters().filter((p) => p.requiresGrad);
   const opt = new AdamW(trainable, { lr: 2e-3, weightDecay: 0 });
@@ -82,7 +79,7 @@ export async function demo(opts: { steps: number }): Promise<void> {
   const reply = await new VisionLanguagePipeline(reloaded, tokenizer, pipe.images, pipe.template).answer(
     question,
     image,
-    { maxNewTokens: 8 },
+    { maxNewTokens: 16 },
   );
   console.log(
     `Q: ${question}\nA: ${JSON.stringify(reply.text)}  (ids ${reply.ids.join(" ")}; expected after training: ${JSON.stringify(answer)})`,

@@ -62,7 +62,7 @@ export class VisionLanguagePipeline {
       greedyGenerate(this.model, ids, pixels, { maxNewTokens: opts.maxNewTokens ?? 64, eosTokenIds: eos }),
     );
     pixels?.dispose();
-    return { text: this.tokenizer.decode(out), ids: out };
+    return { text: this.tokenizer.decode(out).trim(), ids: out }; // Factory strips the decoded answer too
   }
 
   dispose(): void {
