@@ -60,7 +60,7 @@ export class RotaryEmbedding {
   }
 
   /** cos and sin for positions [B, L] (int64) → each [B, 1, L, rotaryDim] in `dtype`. Computed in float32 and cast,
-   * exactly as transformers does (its inv_freq is float32 too), so results match it in every dtype. */
+   * as transformers does (its inv_freq is float32 too), whatever the model dtype. */
   cosSin(positions: Tensor, dtype: DType): { cos: Tensor; sin: Tensor } {
     return tidy(() => {
       const invFreq = this.invFreqTensor();
