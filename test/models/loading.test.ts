@@ -119,6 +119,49 @@ describe("loading", () => {
   });
 });
 
+describe("splicing", () => {
+  test("a batch mixing a sample with an image and one without, right-padded", () => {
+    tidy(() => {
+      const m = loadTinyLlava(join(M, "tinyllava-siglip-qwen2"), { dtype: "float64" });
+      const g = new SafetensorsFile(join(M, "tinyllava-siglip-qwen2", "golden.safetensors"));
+      const px = g.get("pixel_values");
+      const withImage = [10, 11, IMAGE_PLACEHOLDER, 12, 13];
+      const textOnly = [20, 21, 22];
+      const batch = noGrad(() =>
+        m.forward({
+          inputIds: tensor([withImage, [...textOnly, 0, 0]], { dtype: "int64" }),
+          attentionMask: tensor(
+            [
+              [1, 1, 1, 1, 1],
+              [1, 1, 1, 0, 0],
+            ],
+            { dtype: "int64" },
+          ),
+          pixelValues: px,
+        }),
+      );
+      const T = 15; // 16 patches, first dropped (patch strategy)
+      assert.deepEqual(batch.logits.shape, [2, 4 + T, 380]);
+      assert.deepEqual(batch.attentionMask.toArray().slice(4 + T, 4 + T + 5), [1, 1, 1, 0, 0]);
+      const single = noGrad(() => m.forward({ inputIds: tensor([textOnly], { dtype: "int64" }) }));
+      // the attention softmax runs in float32 (as transformers), whose sums depend on the padded row length
+      assert.ok(diff(batch.logits.select(0, 1).narrow(0, 0, 3), single.logits.select(0, 0)).relToScale < 1e-6);
+      const alone = noGrad(() => m.forward({ inputIds: tensor([withImage], { dtype: "int64" }), pixelValues: px }));
+      assert.ok(diff(batch.logits.select(0, 0), alone.logits.select(0, 0)).maxAbs < 1e-12);
+      assert.throws(
+        () => m.forward({ inputIds: tensor([textOnly], { dtype: "int64" }), pixelValues: px }),
+        /1 image\(s\) given but input_ids has no image token/,
+      );
+      assert.throws(
+        () => m.forward({ inputIds: tensor([withImage], { dtype: "int64" }) }),
+        /no pixel values were given/,
+      );
+      g.close();
+      m.dispose();
+    });
+  });
+});
+
 describe("clear errors", () => {
   const src = join(M, "siglip-qwen2");
   function variant(edit: (d: string) => void): string {
