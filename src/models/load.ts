@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CheckpointError, ConfigError } from "../errors.js";
 import { withoutInit } from "../nn/layers.js";
+import { checkKeys, checkShape } from "../nn/module.js";
 import { noGrad } from "../torch/autograd.js";
 import type { DType } from "../torch/dtype.js";
 import { SafetensorsCheckpoint } from "../torch/safetensors.js";
@@ -69,13 +70,7 @@ function loadInto(
           unexpected.push(key);
           continue;
         }
-        const info = ck.info(key)!;
-        const ts = target.shape;
-        if (ts.length !== info.shape.length || ts.some((d, i) => d !== info.shape[i])) {
-          throw new CheckpointError(
-            `${dir}: shape mismatch for "${key}": checkpoint has [${info.shape.join(", ")}], model expects [${ts.join(", ")}]`,
-          );
-        }
+        checkShape(`${dir}: `, key, ck.info(key)!.shape, target.shape);
         const v = ck.get(key, dtype);
         target.copy_(v);
         v.dispose();
@@ -84,18 +79,7 @@ function loadInto(
     });
     const expected = [...own.keys()].filter((k) => !skipPrefixes.some((p) => k.startsWith(p)));
     const missing = expected.filter((k) => !seen.has(k) && !k.endsWith(".position_ids"));
-    if (missing.length > 0 || unexpected.length > 0) {
-      const parts: string[] = [];
-      if (missing.length)
-        parts.push(
-          `missing weights (${missing.length}): ${missing.slice(0, 12).join(", ")}${missing.length > 12 ? ", …" : ""}`,
-        );
-      if (unexpected.length)
-        parts.push(
-          `unexpected weights (${unexpected.length}): ${unexpected.slice(0, 12).join(", ")}${unexpected.length > 12 ? ", …" : ""}`,
-        );
-      throw new CheckpointError(`${dir}: checkpoint does not match the model: ${parts.join("; ")}`);
-    }
+    checkKeys(`${dir}: `, "weights", missing, unexpected, 12);
   } finally {
     ck.close();
   }

@@ -16,6 +16,31 @@ export interface LoadResult {
   unexpectedKeys: string[];
 }
 
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** The error for a tensor whose checkpoint shape differs from the model's, naming the key and both shapes. */
+export function checkShape(where: string, key: string, checkpoint: readonly number[], model: readonly number[]): void {
+  if (!sameShape(checkpoint, model)) {
+    throw new CheckpointError(
+      `${where}shape mismatch for "${key}": checkpoint has [${checkpoint.join(", ")}], model expects [${model.join(", ")}]`,
+    );
+  }
+}
+
+/** The error for keys the model lacks or the checkpoint lacks (each list shortened to `limit` names). */
+export function checkKeys(where: string, what: string, missing: string[], unexpected: string[], limit = 20): void {
+  if (missing.length === 0 && unexpected.length === 0) return;
+  const list = (xs: string[]) => `${xs.slice(0, limit).join(", ")}${xs.length > limit ? ", …" : ""}`;
+  const parts: string[] = [];
+  if (missing.length) parts.push(`missing ${what} (${missing.length}): ${list(missing)}`);
+  if (unexpected.length) parts.push(`unexpected ${what} (${unexpected.length}): ${list(unexpected)}`);
+  throw new CheckpointError(
+    `${where}${what === "keys" ? "state dict" : "checkpoint"} does not match the model: ${parts.join("; ")}`,
+  );
+}
+
 export class Module {
   training = true;
   private readonly _params = new Map<string, Tensor | null>();
@@ -124,29 +149,12 @@ export class Module {
         unexpected.push(rawKey);
         continue;
       }
-      const ts = target.shape;
-      const vs = value.shape;
-      if (ts.length !== vs.length || ts.some((d, i) => d !== vs[i])) {
-        throw new CheckpointError(
-          `${src}shape mismatch for "${rawKey}"${key !== rawKey ? ` (as "${key}")` : ""}: checkpoint has [${vs.join(", ")}], model expects [${ts.join(", ")}]`,
-        );
-      }
+      checkShape(src, key !== rawKey ? `${rawKey}" (as "${key}` : rawKey, value.shape, target.shape);
       seen.add(key);
       pending.push([target, value]);
     }
     const missing = [...own.keys()].filter((k) => !seen.has(k));
-    if (strict && (missing.length > 0 || unexpected.length > 0)) {
-      const parts: string[] = [];
-      if (missing.length)
-        parts.push(
-          `missing keys (${missing.length}): ${missing.slice(0, 20).join(", ")}${missing.length > 20 ? ", …" : ""}`,
-        );
-      if (unexpected.length)
-        parts.push(
-          `unexpected keys (${unexpected.length}): ${unexpected.slice(0, 20).join(", ")}${unexpected.length > 20 ? ", …" : ""}`,
-        );
-      throw new CheckpointError(`${src}state dict does not match the model: ${parts.join("; ")}`);
-    }
+    if (strict) checkKeys(src, "keys", missing, unexpected);
     noGrad(() => {
       for (const [t, v] of pending) t.copy_(v);
     });
