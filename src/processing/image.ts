@@ -141,66 +141,46 @@ const clip8 = (v: number) => {
   return r < 0 ? 0 : Math.min(r, 255);
 };
 
-function resampleHorizontal(img: RgbImage, outW: number): RgbImage {
+/** One PIL resampling pass along the x axis (horizontal) or the y axis, rounding to 8 bits as PIL does. */
+function resamplePass(img: RgbImage, outSize: number, horizontal: boolean): RgbImage {
   const { width: w, height: h, data } = img;
-  const c = precomputeCoeffs(w, outW);
-  const out = new Uint8Array(outW * h * 3);
-  for (let y = 0; y < h; y++) {
-    for (let xx = 0; xx < outW; xx++) {
-      const xmin = c.bounds[xx * 2] as number;
-      const xmax = c.bounds[xx * 2 + 1] as number;
+  const c = precomputeCoeffs(horizontal ? w : h, outSize);
+  const outW = horizontal ? outSize : w;
+  const outH = horizontal ? h : outSize;
+  // pixel (line, pos) sits at line·lineStride + pos·posStride, in the input and in the output
+  const lines = horizontal ? h : w;
+  const [inLine, inPos] = horizontal ? [w, 1] : [1, w];
+  const [outLine, outPos] = horizontal ? [outW, 1] : [1, outW];
+  const out = new Uint8Array(outW * outH * 3);
+  for (let line = 0; line < lines; line++) {
+    for (let o = 0; o < outSize; o++) {
+      const min = c.bounds[o * 2] as number;
+      const n = c.bounds[o * 2 + 1] as number;
       let s0 = 1 << (PRECISION_BITS - 1);
       let s1 = s0;
       let s2 = s0;
-      for (let x = 0; x < xmax; x++) {
-        const kk = c.k[xx * c.ksize + x] as number;
-        const p = (y * w + x + xmin) * 3;
+      for (let i = 0; i < n; i++) {
+        const kk = c.k[o * c.ksize + i] as number;
+        const p = (line * inLine + (i + min) * inPos) * 3;
         s0 += (data[p] as number) * kk;
         s1 += (data[p + 1] as number) * kk;
         s2 += (data[p + 2] as number) * kk;
       }
-      const o = (y * outW + xx) * 3;
-      out[o] = clip8(s0);
-      out[o + 1] = clip8(s1);
-      out[o + 2] = clip8(s2);
+      const q = (line * outLine + o * outPos) * 3;
+      out[q] = clip8(s0);
+      out[q + 1] = clip8(s1);
+      out[q + 2] = clip8(s2);
     }
   }
-  return { width: outW, height: h, data: out };
-}
-
-function resampleVertical(img: RgbImage, outH: number): RgbImage {
-  const { width: w, height: h, data } = img;
-  const c = precomputeCoeffs(h, outH);
-  const out = new Uint8Array(w * outH * 3);
-  for (let yy = 0; yy < outH; yy++) {
-    const ymin = c.bounds[yy * 2] as number;
-    const ymax = c.bounds[yy * 2 + 1] as number;
-    for (let x = 0; x < w; x++) {
-      let s0 = 1 << (PRECISION_BITS - 1);
-      let s1 = s0;
-      let s2 = s0;
-      for (let y = 0; y < ymax; y++) {
-        const kk = c.k[yy * c.ksize + y] as number;
-        const p = ((y + ymin) * w + x) * 3;
-        s0 += (data[p] as number) * kk;
-        s1 += (data[p + 1] as number) * kk;
-        s2 += (data[p + 2] as number) * kk;
-      }
-      const o = (yy * w + x) * 3;
-      out[o] = clip8(s0);
-      out[o + 1] = clip8(s1);
-      out[o + 2] = clip8(s2);
-    }
-  }
-  return { width: w, height: outH, data: out };
+  return { width: outW, height: outH, data: out };
 }
 
 /** PIL Image.resize((w, h), BICUBIC): horizontal pass then vertical, each skipped when that size is unchanged. */
 export function resizeBicubic(img: RgbImage, outW: number, outH: number): RgbImage {
   if (outW < 1 || outH < 1) throw new ImageError(`cannot resize to ${outW}×${outH}`);
   let cur = img;
-  if (outW !== cur.width) cur = resampleHorizontal(cur, outW);
-  if (outH !== cur.height) cur = resampleVertical(cur, outH);
+  if (outW !== cur.width) cur = resamplePass(cur, outW, true);
+  if (outH !== cur.height) cur = resamplePass(cur, outH, false);
   return cur;
 }
 

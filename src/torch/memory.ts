@@ -42,8 +42,6 @@ export function track(t: Trackable): void {
   else backstop(t);
 }
 
-const escapeScope = track;
-
 function collect(value: unknown, out: Set<unknown>, depth: number): void {
   if (value === null || typeof value !== "object" || depth > 6) return;
   if ((value as Trackable).handle !== undefined && typeof (value as Trackable).dispose === "function") {
@@ -80,7 +78,8 @@ export function tidy<T>(fn: () => T): T {
   collect(result, survivors, 0);
   for (const t of scope) {
     if (t.kept) continue;
-    if (survivors.has(t)) escapeScope(t);
+    if (survivors.has(t))
+      track(t); // escapes to the enclosing scope (or the backstop)
     else t.dispose();
   }
   return result;
