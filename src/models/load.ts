@@ -47,52 +47,53 @@ function weightsError(dir: string): CheckpointError {
   );
 }
 
-/** Loads a checkpoint's tensors (mapped to internal names by `rename`) into `model`, strictly. */
-function loadInto(
-  model: TinyLlava,
-  dir: string,
-  rename: (k: string) => string | null,
-  dtype: DType,
-  skipPrefixes: string[] = [],
-): void {
+/** Opens the safetensors weights of a folder (one file or shards), runs `fn`, closes them. */
+function withWeights<T>(dir: string, fn: (ck: SafetensorsCheckpoint) => T): T {
   if (!hasWeights(dir)) throw weightsError(dir);
   const ck = SafetensorsCheckpoint.open(dir);
   try {
-    const own = model.stateDict();
-    const seen = new Set<string>();
-    const unexpected: string[] = [];
-    noGrad(() => {
-      for (const key of ck.keys()) {
-        const name = rename(key);
-        if (name === null) continue;
-        const target = own.get(name);
-        if (!target) {
-          unexpected.push(key);
-          continue;
-        }
-        checkShape(`${dir}: `, key, ck.info(key)!.shape, target.shape);
-        const v = ck.get(key, dtype);
-        target.copy_(v);
-        v.dispose();
-        seen.add(name);
-      }
-    });
-    const expected = [...own.keys()].filter((k) => !skipPrefixes.some((p) => k.startsWith(p)));
-    const missing = expected.filter((k) => !seen.has(k) && !k.endsWith(".position_ids"));
-    checkKeys(`${dir}: `, "weights", missing, unexpected, 12);
+    return fn(ck);
   } finally {
     ck.close();
   }
 }
 
-function checkpointKeys(dir: string): Set<string> {
-  if (!hasWeights(dir)) return new Set();
-  const ck = SafetensorsCheckpoint.open(dir);
-  try {
-    return new Set(ck.keys());
-  } finally {
-    ck.close();
-  }
+/** Loads a checkpoint's tensors (mapped to internal names by `rename`) into `model`, strictly. */
+function loadInto(
+  model: TinyLlava,
+  ck: SafetensorsCheckpoint,
+  dir: string,
+  rename: (k: string) => string | null,
+  dtype: DType,
+  skipPrefixes: string[] = [],
+): void {
+  const own = model.stateDict();
+  const seen = new Set<string>();
+  const unexpected: string[] = [];
+  noGrad(() => {
+    for (const key of ck.keys()) {
+      const name = rename(key);
+      if (name === null) continue;
+      const target = own.get(name);
+      if (!target) {
+        unexpected.push(key);
+        continue;
+      }
+      checkShape(`${dir}: `, key, ck.info(key)!.shape, target.shape);
+      const v = ck.get(key, dtype);
+      target.copy_(v);
+      v.dispose();
+      seen.add(name);
+    }
+  });
+  const expected = [...own.keys()].filter((k) => !skipPrefixes.some((p) => k.startsWith(p)));
+  const missing = expected.filter((k) => !seen.has(k) && !k.endsWith(".position_ids"));
+  checkKeys(`${dir}: `, "weights", missing, unexpected, 12);
+}
+
+/** The LLM folder's keys under their internal names (lets families detect optional tensors). */
+function languageModelKeys(ck: SafetensorsCheckpoint): Set<string> {
+  return new Set(ck.keys().map((k) => `language_model.${k}`));
 }
 
 /** Loads a TinyLLaVA model from a folder. */
@@ -103,30 +104,34 @@ export function loadTinyLlava(dir: string, opts: LoadOptions = {}): TinyLlava {
   const components = ["language_model", "vision_tower", "connector"].map((c) => join(dir, c));
   if (!hasWeights(dir) && components.every((c) => existsSync(c))) return loadFactoryComponents(dir, config, dtype);
   if (!hasWeights(dir)) throw weightsError(dir);
-  const keys = new Set([...checkpointKeys(dir)].map((k) => canonicalKey(k)).filter((k): k is string => k !== null));
-  const model = withoutInit(() => new TinyLlava(config, dtype, { keys }));
-  const tied = config.text.tie_word_embeddings;
-  loadInto(
-    model,
-    dir,
-    (k) => {
+  return withWeights(dir, (ck) => {
+    const keys = new Set(
+      ck
+        .keys()
+        .map((k) => canonicalKey(k))
+        .filter((k): k is string => k !== null),
+    );
+    const model = withoutInit(() => new TinyLlava(config, dtype, { keys }));
+    const tied = config.text.tie_word_embeddings;
+    const rename = (k: string) => {
       const c = canonicalKey(k);
       return tied && c === "language_model.lm_head.weight" ? null : c;
-    },
-    dtype,
-  );
-  return model;
+    };
+    loadInto(model, ck, dir, rename, dtype);
+    return model;
+  });
 }
 
 /** Factory's stage-1 output: language_model/ and vision_tower/ as HF folders, connector/ with the connector. */
 function loadFactoryComponents(dir: string, config: TinyLlavaConfig, dtype: DType): TinyLlava {
   const lmDir = join(dir, "language_model");
-  const lmKeys = new Set([...checkpointKeys(lmDir)].map((k) => `language_model.${k}`));
-  const model = withoutInit(() => new TinyLlava(config, dtype, { keys: lmKeys }));
-  loadPart(model, lmDir, "language_model.", config.text.tie_word_embeddings, dtype);
-  loadPart(model, join(dir, "vision_tower"), "vision_tower.", false, dtype);
-  loadPart(model, join(dir, "connector"), "connector.", false, dtype);
-  return model;
+  return withWeights(lmDir, (lm) => {
+    const model = withoutInit(() => new TinyLlava(config, dtype, { keys: languageModelKeys(lm) }));
+    loadPart(model, lm, lmDir, "language_model.", config.text.tie_word_embeddings, dtype);
+    loadPart(model, null, join(dir, "vision_tower"), "vision_tower.", false, dtype);
+    loadPart(model, null, join(dir, "connector"), "connector.", false, dtype);
+    return model;
+  });
 }
 
 function visionRename(k: string): string | null {
@@ -138,9 +143,11 @@ function visionRename(k: string): string | null {
   return canonicalKey(key);
 }
 
-/** Loads one component folder into the matching part of `model` (others must be loaded separately). */
+/** Loads one component folder (opened already, or opened here when `ck` is null) into the matching part of
+ * `model`; the other parts are loaded separately. */
 function loadPart(
   model: TinyLlava,
+  ck: SafetensorsCheckpoint | null,
   dir: string,
   part: "language_model." | "vision_tower." | "connector.",
   tied: boolean,
@@ -153,7 +160,8 @@ function loadPart(
         ? (k: string) => (k.startsWith("connector.") ? k : `connector.${k}`)
         : (k: string) => (tied && k === "lm_head.weight" ? null : `language_model.${k}`);
   const others = ["language_model.", "vision_tower.", "connector."].filter((p) => p !== part);
-  loadInto(model, dir, rename, dtype, others);
+  if (ck) loadInto(model, ck, dir, rename, dtype, others);
+  else withWeights(dir, (opened) => loadInto(model, opened, dir, rename, dtype, others));
 }
 
 export interface FromPartsOptions extends LoadOptions {
@@ -193,9 +201,10 @@ export function tinyLlavaFromParts(llmDir: string, visionDir: string, opts: From
     vocab_size: text.vocab_size,
   };
   const config = parseTinyLlavaConfig(raw, `${llmCfgPath} + ${visionCfgPath}`);
-  const lmKeys = new Set([...checkpointKeys(llmDir)].map((k) => `language_model.${k}`));
-  const model = new TinyLlava(config, dtype, { keys: lmKeys });
-  loadPart(model, llmDir, "language_model.", config.text.tie_word_embeddings, dtype);
-  loadPart(model, visionDir, "vision_tower.", false, dtype);
-  return model;
+  return withWeights(llmDir, (lm) => {
+    const model = new TinyLlava(config, dtype, { keys: languageModelKeys(lm) });
+    loadPart(model, lm, llmDir, "language_model.", config.text.tie_word_embeddings, dtype);
+    loadPart(model, null, visionDir, "vision_tower.", false, dtype);
+    return model;
+  });
 }
