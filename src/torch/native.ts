@@ -248,6 +248,11 @@ export const Bin = {
   logicalXor: 19,
   outer: 20,
   mm: 21,
+} as const;
+/** Codes only `binaryScalar` knows (tensor ∘ scalar); they share numbers with unrelated binary ops. */
+export const Sc = {
+  clampMin: 11,
+  clampMax: 12,
   rsub: 20,
   rdiv: 21,
   rpow: 22,

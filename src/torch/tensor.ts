@@ -2,7 +2,7 @@
 // Tensor that is tracked by the current `tidy()` scope (or a finalizer backstop outside scopes).
 import { type Device, type DType, dtypeCode, dtypeFromCode } from "./dtype.js";
 import { track } from "./memory.js";
-import { Bin, native, Red, U } from "./native.js";
+import { Bin, native, Red, Sc, U } from "./native.js";
 
 export type Shape = readonly number[];
 export type Scalar = number | boolean;
@@ -189,15 +189,15 @@ export class Tensor {
   }
   /** scalar - this */
   rsub(s: number): Tensor {
-    return new Tensor(N.binaryScalar(Bin.rsub, this.handle, s));
+    return new Tensor(N.binaryScalar(Sc.rsub, this.handle, s));
   }
   /** scalar / this */
   rdiv(s: number): Tensor {
-    return new Tensor(N.binaryScalar(Bin.rdiv, this.handle, s));
+    return new Tensor(N.binaryScalar(Sc.rdiv, this.handle, s));
   }
   /** scalar ** this */
   rpow(s: number): Tensor {
-    return new Tensor(N.binaryScalar(Bin.rpow, this.handle, s));
+    return new Tensor(N.binaryScalar(Sc.rpow, this.handle, s));
   }
   remainder(o: TensorOrScalar): Tensor {
     return this.bin(Bin.remainder, o);
@@ -333,10 +333,10 @@ export class Tensor {
     return new Tensor(N.clamp(this.handle, min, max));
   }
   clampMin(min: number): Tensor {
-    return new Tensor(N.binaryScalar(11, this.handle, min));
+    return new Tensor(N.binaryScalar(Sc.clampMin, this.handle, min));
   }
   clampMax(max: number): Tensor {
-    return new Tensor(N.binaryScalar(12, this.handle, max));
+    return new Tensor(N.binaryScalar(Sc.clampMax, this.handle, max));
   }
   zerosLike(): Tensor {
     return this.un(U.zerosLike);
