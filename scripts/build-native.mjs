@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Builds native/ (the libtorch Node-API addon) with cmake-js, into native/build/Release/tinyllava_native.node.
+// Builds native/ (the libtorch Node-API addon) with CMake, into native/build/Release/tinyllava_native.node.
 // libtorch: $LIBTORCH (a folder with include/ and lib/, e.g. an unpacked libtorch or a wheel's torch/), else the
 // system's (Debian libtorch-dev). Skips the build when the addon is newer than every source file.
 import { execFileSync } from "node:child_process";

@@ -65,6 +65,7 @@ void defineFn(napi_env env, napi_value exports, const char* name, napi_callback 
 void registerCore(napi_env env, napi_value exports);
 void registerOps(napi_env env, napi_value exports);
 void registerOptim(napi_env env, napi_value exports);
+void registerReference(napi_env env, napi_value exports);  // also aligns kernel choice: call before any op
 void installAllocator();
 void allocatorStats(int64_t* allocated, int64_t* cached, int64_t* peak, int64_t* blocks);
 void allocatorEmptyCache();

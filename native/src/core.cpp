@@ -659,6 +659,7 @@ void registerCore(napi_env env, napi_value exports) {
 }  // namespace tl
 
 static napi_value Init(napi_env env, napi_value exports) {
+  tl::registerReference(env, exports);
   tl::installAllocator();
   tl::registerCore(env, exports);
   tl::registerOps(env, exports);

@@ -99,13 +99,16 @@ export class RMSNorm extends Module {
   constructor(
     readonly dim: number,
     readonly eps = 1e-6,
-    readonly opts: LayerOptions & { unitOffset?: boolean } = {},
+    readonly opts: LayerOptions & { unitOffset?: boolean; float32Compute?: boolean } = {},
   ) {
     super();
     this.weight = this.registerParameter("weight", opts.unitOffset ? zeros([dim], co(opts)) : ones([dim], co(opts)));
   }
   forward(x: Tensor): Tensor {
-    return F.rmsNorm(x, this.weight, this.eps, { addUnitOffset: this.opts.unitOffset });
+    return F.rmsNorm(x, this.weight, this.eps, {
+      addUnitOffset: this.opts.unitOffset,
+      float32Compute: this.opts.float32Compute,
+    });
   }
 }
 

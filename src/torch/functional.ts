@@ -42,11 +42,19 @@ export function layerNorm(
   return new Tensor(N.layerNorm(x.handle, [...normalizedShape], h(weight), h(bias), eps));
 }
 
-/** RMSNorm as Hugging Face computes it: half-precision inputs in float32 (x.float() · rsqrt(mean(x², −1) + eps)),
- * cast back, then × weight — or, for Gemma (`addUnitOffset`), × (1 + weight) before the cast back. float64 stays
- * float64 (transformers would drop to float32 there; keeping float64 makes gradients checkable and costs <1e-7). */
-export function rmsNorm(x: Tensor, weight: Tensor | null, eps: number, opts: { addUnitOffset?: boolean } = {}): Tensor {
-  const x32 = x.dtype === "float32" || x.dtype === "float64" ? x : x.to("float32");
+/** RMSNorm as Hugging Face computes it: x.float() · rsqrt(mean(x², −1) + eps), cast back, then × weight — or, for
+ * Gemma (`addUnitOffset`), × (1 + weight) before the cast back. Half precision is always normalised in float32;
+ * `float32Compute` does that for float64 too, exactly as transformers' Llama/Qwen/Gemma RMSNorm
+ * (`hidden_states.to(torch.float32)`) — the models use it; without it float64 stays float64 (gradient checks). */
+export function rmsNorm(
+  x: Tensor,
+  weight: Tensor | null,
+  eps: number,
+  opts: { addUnitOffset?: boolean; float32Compute?: boolean } = {},
+): Tensor {
+  const keep = x.dtype === "float32" || (x.dtype === "float64" && !opts.float32Compute);
+  const x32 = keep ? x : x.to("float32");
+  const computeDtype = x32.dtype;
   const sq = x32.square();
   const ms = sq.mean(-1, true);
   sq.dispose();
@@ -58,7 +66,7 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, eps: number, opts: { a
   r.dispose();
   if (x32 !== x) x32.dispose();
   if (opts.addUnitOffset) {
-    const w32 = weight ? (weight.dtype === x32.dtype ? weight : weight.to(x32.dtype)) : null;
+    const w32 = weight ? (weight.dtype === computeDtype ? weight : weight.to(computeDtype)) : null;
     const scale = w32 ? w32.add(1) : null;
     const out32 = scale ? normed.mul(scale) : normed;
     if (scale) scale.dispose();
@@ -74,6 +82,15 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, eps: number, opts: { a
   const out = weight.mul(back);
   back.dispose();
   return out;
+}
+
+/** cos(x) and sin(x) computed as PyTorch's official x86 builds do: with Intel MKL's VML (high-accuracy mode) for
+ * float32/float64 CPU tensors when MKL is installed (`vmlInfo()`), else libtorch's kernels. The two differ in the last
+ * bit for some inputs, which is what float32 RoPE tables expose in float64 models. No gradient flows through the VML
+ * path; a tensor that requires grad uses libtorch's differentiable cos/sin. */
+export function cosSin(x: Tensor): { cos: Tensor; sin: Tensor } {
+  const [c, s] = N.cosSin(x.handle);
+  return { cos: new Tensor(c), sin: new Tensor(s) };
 }
 
 export function embedding(weight: Tensor, indices: Tensor, paddingIdx?: number): Tensor {

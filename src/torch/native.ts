@@ -63,6 +63,9 @@ export interface NativeAddon {
   cudaAvailable(): boolean;
   parallelInfo(): string;
   buildConfig(): string;
+  cosSin(h: H): [H, H];
+  vmlInfo(): { available: boolean; info: string };
+  kernelAlignment(): string;
   memStats(): {
     allocatedBytes: number;
     cachedBytes: number;

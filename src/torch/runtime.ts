@@ -43,3 +43,14 @@ export function blasInfo(): { openblas: boolean; threads: number; config: string
 export function parallelInfo(): string {
   return N.parallelInfo();
 }
+
+/** Whether cos/sin of float CPU tensors use Intel MKL's VML as PyTorch's official x86 builds do (see `F.cosSin`), and
+ * which libraries were loaded — or why not (MKL absent, or TINYLLAVA_VML=0). */
+export function vmlInfo(): { available: boolean; info: string } {
+  return N.vmlInfo();
+}
+
+/** How ATen's kernel choice was aligned with PyTorch 2.x (libtorch 1.x: AVX2 reduction order for sums). */
+export function kernelAlignment(): string {
+  return N.kernelAlignment();
+}

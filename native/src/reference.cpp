@@ -1,0 +1,205 @@
+// Numerics of PyTorch 2.x's official x86-64 builds, which produce the reference models we check against. Two places
+// where a libtorch build can round differently from them, each fixed at the source rather than worked around:
+//
+// 1. Kernel choice. PyTorch >= 2.0 registers an AVX-512 kernel only for ops that opt in (ALSO_REGISTER_AVX512_DISPATCH);
+//    sum does not, so on AVX-512 machines it runs its AVX2 kernel, whose 8-lane reduction order rounds float32 sums
+//    differently from the 16-lane AVX-512 one. libtorch 1.x registers AVX-512 sum kernels; we clear those
+//    registrations before any op runs, so ATen falls back to AVX2 exactly as PyTorch 2.x does. (Matters wherever a
+//    float32 reduction sits inside a float64 model: transformers' RMSNorm normalises in float32.)
+// 2. cos/sin. Official wheels link Intel MKL and compute float32/float64 cos and sin with MKL's vector maths library
+//    (vmsCos/vmsSin, high-accuracy mode); libtorch without MKL uses SLEEF, which differs in the last bit for some
+//    inputs (RoPE tables are float32 cos/sin in transformers). When MKL's libraries are installed we call the same
+//    VML functions in the same mode. MKL is loaded at run time (never linked), in its reproducible "compatible" code
+//    path so that every CPU gets the same bits; without MKL, libtorch's cos/sin are used and `vmlInfo()` says why.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/version.h>
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <mutex>
+
+#include "common.h"
+
+namespace {
+
+// The registrations are exported variables of libtorch_cpu (DispatchStub<fn, stub>::AVX512); looked up by name so no
+// internal header or build macro is needed. Absent (other builds, other CPUs' libraries): nothing to do.
+// Each entry: the AVX-512 registration to clear and the AVX2 one ATen then falls back to (cleared only if that exists).
+const char* const kAvx512Sums[][2] = {
+    {"_ZN2at6native12DispatchStubIPFvRNS_14TensorIteratorEENS0_8sum_stubEE6AVX512E",
+     "_ZN2at6native12DispatchStubIPFvRNS_14TensorIteratorEENS0_8sum_stubEE4AVX2E"},
+    {"_ZN2at6native12DispatchStubIPFvRNS_14TensorIteratorEENS0_11nansum_stubEE6AVX512E",
+     "_ZN2at6native12DispatchStubIPFvRNS_14TensorIteratorEENS0_11nansum_stubEE4AVX2E"},
+};
+int alignedStubs = 0;
+
+void alignKernelChoice() {
+#if TORCH_VERSION_MAJOR < 2
+  Dl_info info;
+  if (!dladdr(reinterpret_cast<void*>(&at::get_num_threads), &info) || !info.dli_fname) return;
+  void* torch = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+  if (!torch) return;
+  for (const auto& pair : kAvx512Sums) {
+    void** avx512 = reinterpret_cast<void**>(dlsym(torch, pair[0]));
+    void** avx2 = reinterpret_cast<void**>(dlsym(torch, pair[1]));
+    if (avx512 && avx2 && *avx2) {
+      *avx512 = nullptr;
+      alignedStubs++;
+    }
+  }
+  dlclose(torch);
+#endif
+}
+
+using VmlF = void (*)(int n, const float* a, float* r, long long mode);
+using VmlD = void (*)(int n, const double* a, double* r, long long mode);
+constexpr long long kVmlHA = 0x2;                  // VML_HA
+constexpr long long kVmlFtzDazOff = 0x140000;      // VML_FTZDAZ_OFF
+constexpr long long kVmlErrModeIgnore = 0x100;     // VML_ERRMODE_IGNORE
+constexpr long long kVmlMode = kVmlHA | kVmlFtzDazOff | kVmlErrModeIgnore;  // what ATen's vml.h passes
+constexpr int kCbwrCompatible = 3;                 // MKL_CBWR_COMPATIBLE
+
+struct Vml {
+  VmlF sCos = nullptr, sSin = nullptr;
+  VmlD dCos = nullptr, dSin = nullptr;
+  std::string info;
+  bool ok() const { return sCos && sSin && dCos && dSin; }
+};
+
+std::string dirPrefix() {
+  const char* d = std::getenv("TINYLLAVA_MKL_DIR");
+  if (!d || !*d) return "";
+  std::string s(d);
+  if (s.back() != '/') s += '/';
+  return s;
+}
+
+void* open(const std::string& name, std::string& err) {
+  void* h = dlopen(name.c_str(), RTLD_LAZY | RTLD_GLOBAL);
+  if (!h) {
+    const char* e = dlerror();
+    err += std::string(err.empty() ? "" : "; ") + (e ? e : name + ": not found");
+  }
+  return h;
+}
+
+template <typename F>
+F sym(void* h, const char* name) {
+  return reinterpret_cast<F>(dlsym(h, name));
+}
+
+Vml loadVml() {
+  Vml v;
+  const char* off = std::getenv("TINYLLAVA_VML");
+  if (off && std::string(off) == "0") {
+    v.info = "disabled by TINYLLAVA_VML=0";
+    return v;
+  }
+  const std::string dir = dirPrefix();
+  std::string err;
+  // The single dynamic library (libmkl_rt) or the three layers it would pick: LP64 interface, sequential threading,
+  // core (what Debian's libmkl-intel-lp64 / libmkl-sequential / libmkl-core install).
+  // (in this order: each layer resolves symbols from the ones before it)
+  void* api = nullptr;
+  void* core = open(dir + "libmkl_core.so", err);
+  void* seq = core ? open(dir + "libmkl_sequential.so", err) : nullptr;
+  if (seq) api = open(dir + "libmkl_intel_lp64.so", err);
+  std::string how = "libmkl_intel_lp64 + libmkl_sequential + libmkl_core";
+  if (!api) {
+    setenv("MKL_THREADING_LAYER", "SEQUENTIAL", 0);
+    setenv("MKL_INTERFACE_LAYER", "LP64", 0);
+    for (const char* rt : {"libmkl_rt.so", "libmkl_rt.so.2", "libmkl_rt.so.1"}) {
+      if ((api = open(dir + rt, err))) {
+        how = rt;
+        break;
+      }
+    }
+  }
+  if (!api) {
+    v.info = "MKL not found (" + err + ")";
+    return v;
+  }
+  // MKL_CBWR_Set is the C entry point (the lower-case name is Fortran's, taking a pointer)
+  auto cbwr = sym<int (*)(int)>(api, "MKL_CBWR_Set");
+  const int cbwrStatus = cbwr ? cbwr(kCbwrCompatible) : -100;
+  v.sCos = sym<VmlF>(api, "vmsCos");
+  v.sSin = sym<VmlF>(api, "vmsSin");
+  v.dCos = sym<VmlD>(api, "vmdCos");
+  v.dSin = sym<VmlD>(api, "vmdSin");
+  v.info = v.ok() ? "MKL VML (" + how + (cbwrStatus == 0 ? ", compatible code path" : ", CBWR " + std::to_string(cbwrStatus)) + ")" : "MKL found (" + how + ") but without vmsCos/vmsSin/vmdCos/vmdSin";
+  return v;
+}
+
+const Vml& vml() {
+  static std::once_flag once;
+  static Vml v;
+  std::call_once(once, [] { v = loadVml(); });
+  return v;
+}
+
+template <typename S, typename F>
+void vmlApply(F fn, const at::Tensor& in, at::Tensor& out) {
+  const S* a = in.data_ptr<S>();
+  S* r = out.data_ptr<S>();
+  // chunks as ATen's VML path (ints, not int64), spread over libtorch's threads
+  at::parallel_for(0, in.numel(), 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i += (1 << 30)) {
+      const int64_t n = std::min<int64_t>(end - i, 1 << 30);
+      fn(static_cast<int>(n), a + i, r + i, kVmlMode);
+    }
+  });
+}
+
+/** cos and sin of x as PyTorch's official builds compute them: VML for float32/float64 CPU tensors when MKL is
+ * available, libtorch's own kernels otherwise (and always when x needs a gradient, so autograd keeps working). */
+TL_FN(cosSin) {
+  TL_ARGS(1);
+  TL_TRY
+  const at::Tensor& x = T(0);
+  const auto st = x.scalar_type();
+  const bool useVml = x.device().is_cpu() && (st == at::kFloat || st == at::kDouble) && !x.requires_grad() &&
+                      x.numel() > 0 && vml().ok();
+  if (!useVml) return tl::tensorArray(env, {x.cos(), x.sin()});
+  at::Tensor in = x.contiguous();
+  at::Tensor c = at::empty_like(in);
+  at::Tensor s = at::empty_like(in);
+  if (st == at::kFloat) {
+    vmlApply<float>(vml().sCos, in, c);
+    vmlApply<float>(vml().sSin, in, s);
+  } else {
+    vmlApply<double>(vml().dCos, in, c);
+    vmlApply<double>(vml().dSin, in, s);
+  }
+  return tl::tensorArray(env, {c, s});
+  TL_CATCH
+}
+
+/** { available, info }: whether cosSin uses MKL's VML, and which libraries (or why not). */
+TL_FN(vmlInfo) {
+  TL_ARGS(0);
+  napi_value o;
+  napi_create_object(env, &o);
+  napi_set_named_property(env, o, "available", tl::boolean(env, vml().ok()));
+  napi_set_named_property(env, o, "info", tl::str(env, vml().info));
+  return o;
+}
+
+/** Which kernel family ATen's reductions use ("avx2 order (as PyTorch 2.x)" or libtorch's default). */
+TL_FN(kernelAlignment) {
+  TL_ARGS(0);
+  if (alignedStubs > 0)
+    return tl::str(env, "libtorch " TORCH_VERSION ": AVX-512 sum kernels unregistered (AVX2 reduction order, as PyTorch 2.x)");
+  return tl::str(env, "libtorch " TORCH_VERSION ": its own kernel registrations");
+}
+
+}  // namespace
+
+namespace tl {
+void registerReference(napi_env env, napi_value exports) {
+  alignKernelChoice();
+  defineFn(env, exports, "cosSin", cosSin);
+  defineFn(env, exports, "vmlInfo", vmlInfo);
+  defineFn(env, exports, "kernelAlignment", kernelAlignment);
+}
+}  // namespace tl

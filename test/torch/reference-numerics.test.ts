@@ -1,0 +1,121 @@
+// PyTorch 2.x numerics on any libtorch (native/src/reference.cpp): cos/sin through MKL's VML as the official x86
+// builds compute them, and sums in the AVX2 reduction order PyTorch 2.x uses on AVX-512 machines.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { arange, F, fromBuffer, kernelAlignment, tensor, tidy, vmlInfo } from "../../src/torch/index.js";
+
+const f = Math.fround;
+
+/** float32 distance in units in the last place */
+function ulps(a: number, b: number): number {
+  const buf = new DataView(new ArrayBuffer(8));
+  buf.setFloat32(0, a);
+  buf.setFloat32(4, b);
+  return Math.abs(buf.getInt32(0) - buf.getInt32(4));
+}
+
+describe("cosSin", () => {
+  test("reports whether MKL's VML is used, and why not", () => {
+    const v = vmlInfo();
+    assert.equal(typeof v.available, "boolean");
+    assert.match(v.info, v.available ? /^MKL VML \(/ : /MKL|TINYLLAVA_VML/);
+  });
+
+  test("float32 RoPE angles: within 1 ulp of libtorch's kernels; PyTorch 2.x's values where they differ", () => {
+    tidy(() => {
+      // the angles of a RoPE table: positions 0..511 × 1/10000^(2i/64)
+      const inv = arange(0, 64, 2, { dtype: "int64" }).to("float32").div(64).rpow(10000).rdiv(1);
+      const x = arange(0, 512, 1, { dtype: "float32" }).unsqueeze(-1).mul(inv);
+      const { cos, sin } = F.cosSin(x);
+      assert.deepEqual(cos.shape, x.shape);
+      assert.equal(cos.dtype, "float32");
+      const c = cos.toArray();
+      const s = sin.toArray();
+      const cl = x.cos().toArray();
+      const sl = x.sin().toArray();
+      let differ = 0;
+      for (let i = 0; i < c.length; i++) {
+        assert.ok(ulps(c[i]!, cl[i]!) <= 1 && ulps(s[i]!, sl[i]!) <= 1, `element ${i}`);
+        if (c[i] !== cl[i] || s[i] !== sl[i]) differ++;
+      }
+      if (vmlInfo().available) {
+        // cos(0.005f) in PyTorch 2.11's official build (the reference models' RoPE position 5): VML gives the
+        // correctly rounded 0.99998748…, SLEEF 1 ulp above
+        const { cos: c5 } = F.cosSin(tensor([0.005], { dtype: "float32" }));
+        assert.equal(c5.item(), 0.9999874830245972);
+        assert.ok(differ > 0, "VML and libtorch's SLEEF differ on some RoPE angles");
+      }
+    });
+  });
+
+  test("float64, non-contiguous and empty inputs; gradients fall back to differentiable kernels", () => {
+    tidy(() => {
+      const x = tensor([0, 0.5, 1, 2, 3.5, -7, 100, 1e5], { dtype: "float64" });
+      const { cos, sin } = F.cosSin(x);
+      x.toArray().forEach((v, i) => {
+        assert.ok(Math.abs(cos.toArray()[i]! - Math.cos(v)) <= 1e-15 * Math.max(1, Math.abs(Math.cos(v))));
+        assert.ok(Math.abs(sin.toArray()[i]! - Math.sin(v)) <= 1e-15 * Math.max(1, Math.abs(Math.sin(v))));
+      });
+      const t = arange(0, 12, 1, { dtype: "float32" }).view(3, 4).t(); // non-contiguous
+      assert.deepEqual(F.cosSin(t).cos.toArray(), F.cosSin(t.contiguous()).cos.toArray());
+      assert.deepEqual(F.cosSin(tensor([], { dtype: "float32" })).sin.shape, [0]);
+      const w = tensor([0.3, 1.2], { dtype: "float64" }).requiresGrad_(true);
+      const r = F.cosSin(w);
+      r.cos.add(r.sin).sum().backward();
+      const g = w.grad!.toArray();
+      assert.ok(Math.abs(g[0]! - (-Math.sin(0.3) + Math.cos(0.3))) < 1e-15);
+      assert.ok(Math.abs(g[1]! - (-Math.sin(1.2) + Math.cos(1.2))) < 1e-15);
+    });
+  });
+});
+
+/** ATen's AVX2 float32 sum of a contiguous row (vectorized_inner_sum → row_sum → multi_row_sum, 8 lanes), as PyTorch
+ * 2.x runs it on AVX2 and AVX-512 machines alike. For rows under 512 elements (one cascade level). */
+function avx2RowSum(x: Float32Array): number {
+  const L = 8;
+  const nv = Math.floor(x.length / L);
+  const ilp = 4;
+  const rows = Math.floor(nv / ilp);
+  const part = Array.from({ length: ilp }, () => new Array<number>(L).fill(0));
+  for (let r = 0; r < rows; r++)
+    for (let k = 0; k < ilp; k++) for (let l = 0; l < L; l++) part[k]![l] = f(part[k]![l]! + x[(r * ilp + k) * L + l]!);
+  for (let v = rows * ilp; v < nv; v++) for (let l = 0; l < L; l++) part[0]![l] = f(part[0]![l]! + x[v * L + l]!);
+  for (let k = 1; k < ilp; k++) for (let l = 0; l < L; l++) part[0]![l] = f(part[0]![l]! + part[k]![l]!);
+  let acc = 0;
+  for (let i = nv * L; i < x.length; i++) acc = f(acc + x[i]!);
+  for (let l = 0; l < L; l++) acc = f(acc + part[0]![l]!);
+  return acc;
+}
+
+describe("kernel alignment", () => {
+  test("says what it did", () => {
+    assert.match(kernelAlignment(), /^libtorch \d+\.\d+/);
+  });
+
+  test("float32 row sums round as PyTorch 2.x's AVX2 kernel (when libtorch 1.x registered AVX-512 ones)", (t) => {
+    if (!/unregistered/.test(kernelAlignment())) {
+      t.skip("libtorch's own registrations already match PyTorch 2.x, or this CPU has no AVX-512");
+      return;
+    }
+    tidy(() => {
+      // values spread over many binades so that the summation order shows in the rounding
+      let seed = 7;
+      const rnd = () => {
+        seed = (seed * 1103515245 + 12345) % 2147483648;
+        return seed / 2147483648;
+      };
+      for (const n of [16, 64, 100, 128, 200]) {
+        const rows = 50;
+        const data = new Float32Array(rows * n).map(() => (rnd() - 0.5) * 10 ** Math.floor(rnd() * 6 - 3));
+        const sums = fromBuffer(data, "float32", [rows, n]).sum(-1).toArray();
+        let same = 0;
+        for (let r = 0; r < rows; r++) {
+          const expect = avx2RowSum(data.subarray(r * n, (r + 1) * n));
+          assert.equal(sums[r], expect, `n=${n} row ${r}`);
+          if (sums[r] === expect) same++;
+        }
+        assert.equal(same, rows);
+      }
+    });
+  });
+});
