@@ -206,12 +206,12 @@ function imageTokenMask(imageAt: boolean[], like: Tensor): Tensor {
   return tensor(imageAt, { shape: like.shape });
 }
 
-/** Shifted causal-LM loss: logits[:, :-1] predict labels[:, 1:]; mean over targets ≠ −100. Half-precision logits
- * are upcast to float32 first, as transformers does. */
+/** Shifted causal-LM loss: logits[:, :-1] predict labels[:, 1:]; mean over targets ≠ −100. Computed on float32 logits
+ * whatever the model dtype (float64 too), as transformers' ForCausalLMLoss does (`logits.float()`). */
 export function causalLmLoss(logits: Tensor, labels: Tensor): Tensor {
   const [B, L, V] = logits.shape as [number, number, number];
-  let lg = logits;
-  if (lg.dtype === "bfloat16" || lg.dtype === "float16") lg = lg.to("float32");
+  // transformers' ForCausalLMLoss computes on logits.float(): float32 whatever the model dtype (float64 included)
+  const lg = logits.dtype === "float32" ? logits : logits.to("float32");
   const shifted = lg.narrow(1, 0, L - 1).reshape(B * (L - 1), V);
   const target = labels.narrow(1, 1, L - 1).reshape(B * (L - 1));
   return F.crossEntropy(shifted, target, { ignoreIndex: IGNORE_INDEX });

@@ -5,6 +5,7 @@ import { ConfigError } from "../errors.js";
 import type { RopeScaling } from "../models/config.js";
 import { arange, cat, tensor } from "../torch/creation.js";
 import type { DType } from "../torch/dtype.js";
+import * as F from "../torch/functional.js";
 import { tidy } from "../torch/memory.js";
 import type { Tensor } from "../torch/tensor.js";
 
@@ -60,14 +61,16 @@ export class RotaryEmbedding {
   }
 
   /** cos and sin for positions [B, L] (int64) → each [B, 1, L, rotaryDim] in `dtype`. Computed in float32 and cast,
-   * as transformers does (its inv_freq is float32 too), whatever the model dtype. */
+   * as transformers does (its inv_freq is float32 too), whatever the model dtype — with PyTorch's own float32 cos/sin
+   * (MKL VML where installed, see F.cosSin), since a last-bit difference there shows in float64 logits. */
   cosSin(positions: Tensor, dtype: DType): { cos: Tensor; sin: Tensor } {
     return tidy(() => {
       const invFreq = this.invFreqTensor();
       const pos = positions.to("float32").mul(this.positionScale).unsqueeze(-1); // [B, L, 1]
       const freqs = pos.mul(invFreq); // [B, L, d/2]
       const emb = cat([freqs, freqs], -1);
-      return { cos: emb.cos().to(dtype).unsqueeze(1), sin: emb.sin().to(dtype).unsqueeze(1) };
+      const { cos, sin } = F.cosSin(emb);
+      return { cos: cos.to(dtype).unsqueeze(1), sin: sin.to(dtype).unsqueeze(1) };
     });
   }
 

@@ -13,24 +13,32 @@ import { loadTinyLlava } from "../../src/models/load.js";
 import type { TinyLlava } from "../../src/models/tinyllava.js";
 import { ImageProcessor, preprocessorConfig } from "../../src/processing/image.js";
 import { TinyTokenizer } from "../../src/processing/tokenizer.js";
-import { AdamW, noGrad, SafetensorsFile, type Tensor, tensor, tidy } from "../../src/torch/index.js";
+import { AdamW, noGrad, SafetensorsFile, type Tensor, tensor, tidy, vmlInfo } from "../../src/torch/index.js";
 import { diff, REFERENCE } from "../helpers.js";
 
-// Tolerances reached (see README "Reference parity"): float64 vision features and connector outputs match to
-// ~1e-15; LLM logits to ~3e-7 of their scale — transformers computes RoPE's cos/sin in float32, and for some
-// angles torch 2.11's float32 cos/sin differ from libtorch 1.13's in the last bit, which bounds float64 parity there.
+// The issue's tolerances. Reaching them in float64 needs PyTorch 2.x's float32 numerics where transformers computes in
+// float32 (RoPE cos/sin via MKL's VML, RMSNorm sums in AVX2 order): see native/src/reference.cpp and F.cosSin.
 const TOL = {
   features: 1e-9,
-  logits64: 1e-6,
-  grads: 1e-5,
-  // AdamW's first step is lr·g/(|g|+eps): for |g| near eps it amplifies the ~1e-7 gradient differences, so the
-  // parameters after one step are compared at a fraction of lr (the step itself is exact: test/torch/adamw.test.ts)
-  afterStepOfLr: 5e-3,
+  logits64: 1e-9,
+  grads: 1e-6,
+  trainLoss: 1e-6,
+  // AdamW's first step moves each parameter by lr·g/(|g|+eps): exact from the reference's gradients, and from ours
+  // (within 1.3e-7 of the reference: transformers' float32 attention-softmax and RMSNorm backward round slightly
+  // differently) it amplifies that difference for elements whose |g| is near eps
+  stepFromReferenceGrads: 1e-12,
+  afterStep: 5e-6,
   logits32Abs: 1e-4,
   pixels: 2 / 255,
   resampler: 1e-9,
   resamplerGrads: 1e-6,
 };
+
+/** Float64 parity needs PyTorch's own float32 cos/sin (MKL VML): say so when a mismatch may come from its absence. */
+function vmlHint(): string {
+  const v = vmlInfo();
+  return v.available ? "" : ` (MKL's VML is not available: ${v.info}; scripts/setup.sh installs it)`;
+}
 
 const counts = { models: 0, tokenizers: 0, preprocess: 0, connectors: 0 };
 const worst: Record<string, number> = {};
@@ -121,7 +129,7 @@ describe("reference parity: models", () => {
           const { logits } = noGrad(() => model.forward({ inputIds, pixelValues: pixels }));
           const le = diff(logits, g.get("logits")).relToScale;
           record("logits rel (float64)", le);
-          assert.ok(le <= TOL.logits64, `logits rel error ${le}`);
+          assert.ok(le <= TOL.logits64, `logits rel error ${le}${vmlHint()}`);
 
           // batch with right padding: non-pad positions
           const bIds = rows(g.get("batch_input_ids")).map((r) => idsFor(model, golden, r));
@@ -150,7 +158,7 @@ describe("reference parity: models", () => {
           golden.batch_lengths.forEach((len: number, b: number) => {
             const e = diff(out.logits.select(0, b).narrow(0, 0, len), ref.select(0, b).narrow(0, 0, len)).relToScale;
             record("batch_logits rel (non-pad)", e);
-            assert.ok(e <= TOL.logits64, `batch ${b} logits rel error ${e}`);
+            assert.ok(e <= TOL.logits64, `batch ${b} logits rel error ${e}${vmlHint()}`);
           });
 
           // greedy, no cache
@@ -178,11 +186,33 @@ describe("reference parity: models", () => {
           const lossV = loss!.item();
           record("train_loss rel", Math.abs(lossV - golden.train_loss) / golden.train_loss);
           assert.ok(
-            Math.abs(lossV - golden.train_loss) / golden.train_loss < 1e-6,
+            Math.abs(lossV - golden.train_loss) / golden.train_loss <= TOL.trainLoss,
             `train loss ${lossV} vs ${golden.train_loss}`,
           );
-          loss!.backward();
+          // the AdamW step itself, from the reference's own gradients: exact
           const params = new Map(model.namedParameters());
+          const o = golden.optimizer;
+          const stepKeys = g.keys().filter((k) => k.startsWith("after_step."));
+          const copies = stepKeys.map((key) => {
+            const name = key.slice("after_step.".length);
+            const c = params
+              .get(canonicalKey(name) ?? "")!
+              .detach()
+              .clone()
+              .requiresGrad_(true);
+            c.grad = g.get(`grad.${name}`);
+            return c;
+          });
+          const exact = new AdamW(copies, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
+          exact.step();
+          exact.dispose();
+          stepKeys.forEach((key, i) => {
+            const e = diff(copies[i]!, g.get(key)).relToScale;
+            record("after_step rel (reference grads)", e);
+            assert.ok(e <= TOL.stepFromReferenceGrads, `${key} from the reference gradients: rel error ${e}`);
+          });
+
+          loss!.backward();
           for (const key of g.keys().filter((k) => k.startsWith("grad."))) {
             const internal = canonicalKey(key.slice(5));
             const p = params.get(internal ?? "");
@@ -191,15 +221,14 @@ describe("reference parity: models", () => {
             record("grad rel", ge);
             assert.ok(ge <= TOL.grads, `${key}: rel error ${ge}`);
           }
-          const o = golden.optimizer;
           const trainable = model.parameters().filter((p) => p.requiresGrad);
           const opt = new AdamW(trainable, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
           opt.step();
-          for (const key of g.keys().filter((k) => k.startsWith("after_step."))) {
+          for (const key of stepKeys) {
             const p = params.get(canonicalKey(key.slice("after_step.".length)) ?? "")!;
-            const ae = diff(p, g.get(key)).maxAbs;
-            record("after_step abs", ae);
-            assert.ok(ae <= TOL.afterStepOfLr * o.lr, `${key}: abs error ${ae}`);
+            const ae = diff(p, g.get(key)).relToScale;
+            record("after_step rel", ae);
+            assert.ok(ae <= TOL.afterStep, `${key}: rel error ${ae}`);
           }
           opt.dispose();
         });

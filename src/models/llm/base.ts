@@ -20,10 +20,11 @@ export interface BuildContext {
 
 export type NormFactory = (dim: number) => Module & { forward(x: Tensor): Tensor };
 
+/** transformers' RMSNorm: normalised in float32 whatever the model dtype (float64 included), then cast back. */
 export const rmsNorm =
   (eps: number, dtype: DType, unitOffset = false): NormFactory =>
   (dim) =>
-    new RMSNorm(dim, eps, { dtype, unitOffset });
+    new RMSNorm(dim, eps, { dtype, unitOffset, float32Compute: true });
 export const layerNorm =
   (eps: number, dtype: DType, bias = true): NormFactory =>
   (dim) =>
