@@ -12,6 +12,8 @@ export function info(): void {
         cuda: torch.cudaAvailable(),
         threads: torch.getNumThreads(),
         blas: blas.openblas ? `${blas.config} (${blas.threads} threads)` : "not OpenBLAS (matmuls may be slow)",
+        cosSin: torch.vmlInfo().info,
+        kernels: torch.kernelAlignment(),
         node: process.version,
       },
       null,

@@ -24,6 +24,8 @@ test("--help, --version and info", () => {
   const info = JSON.parse(i.out);
   assert.ok(info.threads >= 1);
   assert.match(info.blas, /OpenBLAS/);
+  assert.match(info.cosSin, /MKL/);
+  assert.match(info.kernels, /^libtorch /);
 });
 
 test("predict answers with a model folder; bad input gets a clear error", () => {
