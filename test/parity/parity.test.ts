@@ -37,7 +37,11 @@ const TOL = {
 /** Float64 parity needs PyTorch's own float32 cos/sin (MKL VML): say so when a mismatch may come from its absence. */
 function vmlHint(): string {
   const v = vmlInfo();
-  return v.available ? "" : ` (MKL's VML is not available: ${v.info}; scripts/setup.sh installs it)`;
+  const hints: string[] = [];
+  if (!v.available) hints.push(`MKL's VML is not available: ${v.info}; scripts/setup.sh installs it`);
+  if (process.env.ATEN_CPU_CAPABILITY !== "avx512")
+    hints.push("ATen is not on its AVX-512 kernels (as the reference's PyTorch 2.x was): this CPU lacks AVX-512?");
+  return hints.length ? ` (${hints.join("; ")})` : "";
 }
 
 const counts = { models: 0, tokenizers: 0, preprocess: 0, connectors: 0 };
