@@ -1,11 +1,12 @@
-// Numerics of PyTorch 2.x's official x86-64 builds, which produce the reference models we check against. Two places
-// where a libtorch build can round differently from them, each fixed at the source rather than worked around:
+// Numerics of PyTorch 2.x's official x86-64 builds, which produce the reference models we check against. Places where
+// a libtorch build can round differently from them, each fixed at the source rather than worked around:
 //
 // 1. Kernel choice. PyTorch >= 2.0 registers an AVX-512 kernel only for ops that opt in (ALSO_REGISTER_AVX512_DISPATCH);
 //    sum does not, so on AVX-512 machines it runs its AVX2 kernel, whose 8-lane reduction order rounds float32 sums
 //    differently from the 16-lane AVX-512 one. libtorch 1.x registers AVX-512 sum kernels; we clear those
 //    registrations before any op runs, so ATen falls back to AVX2 exactly as PyTorch 2.x does. (Matters wherever a
-//    float32 reduction sits inside a float64 model: transformers' RMSNorm normalises in float32.)
+//    float32 reduction sits inside a float64 model: transformers' RMSNorm normalises in float32.) The float32
+//    attention-softmax backward is replaced by a kernel with PyTorch 2.x's exact operation order (see below).
 // 2. cos/sin. Official wheels link Intel MKL and compute float32/float64 cos and sin with MKL's vector maths library
 //    (vmsCos/vmsSin, high-accuracy mode); libtorch without MKL uses SLEEF, which differs in the last bit for some
 //    inputs (RoPE tables are float32 cos/sin in transformers). When MKL's libraries are installed we call the same
@@ -33,6 +34,74 @@ const char* const kAvx512Sums[][2] = {
      "_ZN2at6native12DispatchStubIPFvRNS_14TensorIteratorEENS0_11nansum_stubEE4AVX2E"},
 };
 int alignedStubs = 0;
+bool softmaxBackwardReplaced = false;
+
+// Softmax backward over the last dim, as PyTorch 2.x's kernel computes it: sum = Σ g·y accumulated in W vector lanes
+// (W = the ISA's lanes), lanes combined by the same shuffle tree as ATen's vec_reduce_all (float) or in lane order
+// (double), then (g − sum)·y — with every product and sum rounded on its own. PyTorch 2.x builds with
+// -ffp-contract=off; libtorch 1.x as Debian builds it lets GCC fuse the multiply-adds into FMAs, which rounds
+// differently. Other dtypes go to libtorch's own kernel.
+using SoftmaxBwdFn = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&);
+SoftmaxBwdFn originalSoftmaxBwd[2] = {nullptr, nullptr};  // [AVX2, AVX512]
+
+template <typename T, int W>
+T rowDot(const T* g, const T* y, int64_t n) {
+  T acc[W];
+  if (n < W) {  // vec_reduce_all(fun, vec, n): lanes in order
+    T s = g[0] * y[0];
+    for (int64_t i = 1; i < n; i++) s = s + g[i] * y[i];
+    return s;
+  }
+  for (int l = 0; l < W; l++) acc[l] = g[l] * y[l];
+  int64_t d = W;
+  for (; d < n - (n % W); d += W)
+    for (int l = 0; l < W; l++) acc[l] = acc[l] + g[d + l] * y[d + l];
+  for (int64_t l = 0; l < n - d; l++) acc[l] = acc[l] + g[d + l] * y[d + l];  // Vec::set: the tail's lanes only
+  if (std::is_same<T, float>::value) {
+    for (int step = W / 2; step >= 1; step /= 2) {  // the 256/128/64/32-bit shuffles: lane i meets lane i ^ step
+      T next[W];
+      for (int l = 0; l < W; l++) next[l] = acc[l] + acc[l ^ step];
+      for (int l = 0; l < W; l++) acc[l] = next[l];
+    }
+    return acc[0];
+  }
+  T s = acc[0];
+  for (int l = 1; l < W; l++) s = s + acc[l];
+  return s;
+}
+
+template <int FloatLanes, int Slot>
+void softmaxBackwardLastdim(const at::Tensor& gradInput, const at::Tensor& grad, const at::Tensor& output) {
+  const auto st = grad.scalar_type();
+  if (st != at::kFloat && st != at::kDouble) return originalSoftmaxBwd[Slot](gradInput, grad, output);
+  const int64_t n = grad.size(-1);
+  if (n == 0 || grad.numel() == 0) return;
+  const int64_t rows = grad.numel() / n;
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (16 * n));
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    constexpr int W = std::is_same<T, float>::value ? FloatLanes : FloatLanes / 2;
+    const T* g = grad.data_ptr<T>();
+    const T* y = output.data_ptr<T>();
+    T* o = gradInput.data_ptr<T>();
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; r++) {
+        const T* gr = g + r * n;
+        const T* yr = y + r * n;
+        T* out = o + r * n;
+        const T sum = rowDot<T, W>(gr, yr, n);
+        for (int64_t i = 0; i < n; i++) out[i] = (gr[i] - sum) * yr[i];
+      }
+    });
+  };
+  if (st == at::kFloat) run(float{});
+  else run(double{});
+}
+
+const char* const kSoftmaxBwd[2] = {
+    "_ZN2at6native12DispatchStubIPFvRKNS_6TensorES4_S4_ENS0_31softmax_backward_lastdim_kernelEE4AVX2E",
+    "_ZN2at6native12DispatchStubIPFvRKNS_6TensorES4_S4_ENS0_31softmax_backward_lastdim_kernelEE6AVX512E",
+};
 
 void alignKernelChoice() {
 #if TORCH_VERSION_MAJOR < 2
@@ -40,6 +109,16 @@ void alignKernelChoice() {
   if (!dladdr(reinterpret_cast<void*>(&at::get_num_threads), &info) || !info.dli_fname) return;
   void* torch = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
   if (!torch) return;
+  // (ATen passes contiguous tensors to the lastdim kernel)
+  SoftmaxBwdFn ours[2] = {&softmaxBackwardLastdim<8, 0>, &softmaxBackwardLastdim<16, 1>};
+  for (int i = 0; i < 2; i++) {
+    auto** slot = reinterpret_cast<SoftmaxBwdFn*>(dlsym(torch, kSoftmaxBwd[i]));
+    if (slot && *slot) {
+      originalSoftmaxBwd[i] = *slot;
+      *slot = ours[i];
+      softmaxBackwardReplaced = true;
+    }
+  }
   for (const auto& pair : kAvx512Sums) {
     void** avx512 = reinterpret_cast<void**>(dlsym(torch, pair[0]));
     void** avx2 = reinterpret_cast<void**>(dlsym(torch, pair[1]));
@@ -188,9 +267,11 @@ TL_FN(vmlInfo) {
 /** Which kernel family ATen's reductions use ("avx2 order (as PyTorch 2.x)" or libtorch's default). */
 TL_FN(kernelAlignment) {
   TL_ARGS(0);
-  if (alignedStubs > 0)
-    return tl::str(env, "libtorch " TORCH_VERSION ": AVX-512 sum kernels unregistered (AVX2 reduction order, as PyTorch 2.x)");
-  return tl::str(env, "libtorch " TORCH_VERSION ": its own kernel registrations");
+  std::string s = "libtorch " TORCH_VERSION ": ";
+  if (alignedStubs > 0) s += "AVX-512 sum kernels unregistered (AVX2 reduction order, as PyTorch 2.x)";
+  if (softmaxBackwardReplaced) s += std::string(alignedStubs > 0 ? "; " : "") + "softmax backward without FMA contraction";
+  if (alignedStubs == 0 && !softmaxBackwardReplaced) s += "its own kernel registrations";
+  return tl::str(env, s);
 }
 
 }  // namespace

@@ -119,3 +119,70 @@ describe("kernel alignment", () => {
     });
   });
 });
+
+/** PyTorch 2.x's float32 softmax backward for one row: Σ g·y in W lanes, lanes combined by ATen's shuffle tree, then
+ * (g − sum)·y, each product and sum rounded on its own (no FMA). */
+function softmaxBackwardRow(g: number[], y: number[], W: number): number[] {
+  const n = g.length;
+  let sum: number;
+  if (n < W) {
+    sum = f(g[0]! * y[0]!);
+    for (let i = 1; i < n; i++) sum = f(sum + f(g[i]! * y[i]!));
+  } else {
+    let acc = Array.from({ length: W }, (_, l) => f(g[l]! * y[l]!));
+    let d = W;
+    for (; d < n - (n % W); d += W) for (let l = 0; l < W; l++) acc[l] = f(acc[l]! + f(g[d + l]! * y[d + l]!));
+    for (let l = 0; l < n - d; l++) acc[l] = f(acc[l]! + f(g[d + l]! * y[d + l]!));
+    for (let step = W / 2; step >= 1; step /= 2) acc = acc.map((v, l) => f(v + acc[l ^ step]!));
+    sum = acc[0]!;
+  }
+  return g.map((gi, i) => f(f(gi - sum) * y[i]!));
+}
+
+describe("softmax backward", () => {
+  test("float32 gradients round as PyTorch 2.x's kernel (when libtorch 1.x's was replaced)", (t) => {
+    if (!/softmax backward/.test(kernelAlignment())) {
+      t.skip("libtorch's own softmax backward (PyTorch 2.x or another build)");
+      return;
+    }
+    const W = process.env.ATEN_CPU_CAPABILITY === "avx512" ? 16 : 8;
+    tidy(() => {
+      for (const n of [5, 16, 37, 100]) {
+        const x = tensor(
+          Array.from({ length: 3 * n }, (_, i) => Math.sin(i * 1.7) * 4),
+          { dtype: "float32", shape: [3, n] },
+        ).requiresGrad_(true);
+        const y = x.softmax(-1);
+        const g = tensor(
+          Array.from({ length: 3 * n }, (_, i) => Math.cos(i * 0.37) * 2),
+          { dtype: "float32", shape: [3, n] },
+        );
+        y.mul(g).sum().backward();
+        const yv = y.detach().toArray();
+        const gv = g.toArray();
+        const got = x.grad!.toArray();
+        for (let r = 0; r < 3; r++) {
+          const want = softmaxBackwardRow(gv.slice(r * n, (r + 1) * n), yv.slice(r * n, (r + 1) * n), W);
+          assert.deepEqual(got.slice(r * n, (r + 1) * n), want, `n=${n} row ${r}`);
+        }
+      }
+    });
+  });
+
+  test("other dtypes keep libtorch's kernel; float64 matches the closed form", () => {
+    tidy(() => {
+      const xb = tensor([0.5, -1, 2, 0.25], { dtype: "bfloat16" }).requiresGrad_(true);
+      xb.softmax(-1).select(0, 2).backward();
+      assert.ok(xb.grad!.toArray().every(Number.isFinite));
+      const v = [0.5, -1, 2, 0.25];
+      const x = tensor(v, { dtype: "float64" }).requiresGrad_(true);
+      const y = x.softmax(-1);
+      y.select(0, 2).backward();
+      const yv = y.detach().toArray();
+      x.grad!.toArray().forEach((gi, i) => {
+        const want = yv[2]! * ((i === 2 ? 1 : 0) - yv[i]!);
+        assert.ok(Math.abs(gi - want) < 1e-16, `${gi} vs ${want}`);
+      });
+    });
+  });
+});
