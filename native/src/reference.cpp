@@ -154,7 +154,7 @@ std::string dirPrefix() {
   return s;
 }
 
-void* open(const std::string& name, std::string& err) {
+void* openLibrary(const std::string& name, std::string& err) {
   void* h = dlopen(name.c_str(), RTLD_LAZY | RTLD_GLOBAL);
   if (!h) {
     const char* e = dlerror();
@@ -181,15 +181,15 @@ Vml loadVml() {
   // core (what Debian's libmkl-intel-lp64 / libmkl-sequential / libmkl-core install).
   // (in this order: each layer resolves symbols from the ones before it)
   void* api = nullptr;
-  void* core = open(dir + "libmkl_core.so", err);
-  void* seq = core ? open(dir + "libmkl_sequential.so", err) : nullptr;
-  if (seq) api = open(dir + "libmkl_intel_lp64.so", err);
+  void* core = openLibrary(dir + "libmkl_core.so", err);
+  void* seq = core ? openLibrary(dir + "libmkl_sequential.so", err) : nullptr;
+  if (seq) api = openLibrary(dir + "libmkl_intel_lp64.so", err);
   std::string how = "libmkl_intel_lp64 + libmkl_sequential + libmkl_core";
   if (!api) {
     setenv("MKL_THREADING_LAYER", "SEQUENTIAL", 0);
     setenv("MKL_INTERFACE_LAYER", "LP64", 0);
     for (const char* rt : {"libmkl_rt.so", "libmkl_rt.so.2", "libmkl_rt.so.1"}) {
-      if ((api = open(dir + rt, err))) {
+      if ((api = openLibrary(dir + rt, err))) {
         how = rt;
         break;
       }
@@ -278,7 +278,10 @@ TL_FN(kernelAlignment) {
 
 namespace tl {
 void registerReference(napi_env env, napi_value exports) {
-  alignKernelChoice();
+  // once per process: the addon initialises again in every worker thread, and a second pass would take our own
+  // softmax-backward kernel for libtorch's original (bfloat16 would then call itself)
+  static std::once_flag aligned;
+  std::call_once(aligned, alignKernelChoice);
   defineFn(env, exports, "cosSin", cosSin);
   defineFn(env, exports, "vmlInfo", vmlInfo);
   defineFn(env, exports, "kernelAlignment", kernelAlignment);

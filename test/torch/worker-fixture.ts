@@ -1,9 +1,16 @@
 // Handlers for worker.test.ts, run in a worker thread.
-import { serveWorker, type Tensor, tidy } from "../../src/torch/index.js";
+import { serveWorker, type Tensor, tensor, tidy } from "../../src/torch/index.js";
 import { mlpForward } from "./worker-shared.js";
 
 serveWorker({
   forward: (x: Tensor) => tidy(() => mlpForward(x)),
+  // softmax backward in bfloat16 goes to libtorch's own kernel: must still work once a worker has loaded the addon
+  bf16SoftmaxGrad: () =>
+    tidy(() => {
+      const x = tensor([0.5, -1, 2], { dtype: "bfloat16" }).requiresGrad_(true);
+      x.softmax(-1).select(0, 1).backward();
+      return x.grad!.to("float32").toArray();
+    }),
   threads: async () => (await import("../../src/torch/index.js")).getNumThreads(),
   fail: () => {
     throw new TypeError("boom from the worker");

@@ -18,6 +18,14 @@ test("a worker thread computes the same result as the main thread", async () => 
     assert.deepEqual(got.shape, [5, 3]);
     assert.deepEqual(got.toArray(), expected, "bit-identical to the synchronous path");
     assert.equal(await w.call("threads"), 1, "thread count is set inside the worker");
+    const bf16Grad = () =>
+      tidy(() => {
+        const v = torch.tensor([0.5, -1, 2], { dtype: "bfloat16" }).requiresGrad_(true);
+        v.softmax(-1).select(0, 1).backward();
+        return v.grad!.to("float32").toArray();
+      });
+    const inWorker = await w.call<number[]>("bf16SoftmaxGrad");
+    assert.deepEqual(inWorker, bf16Grad(), "kernel registrations survive the addon initialising in a worker");
     await assert.rejects(w.call("fail"), /boom from the worker/);
     await assert.rejects(w.call("nope"), /no handler "nope"/);
     const seen: number[] = [];
