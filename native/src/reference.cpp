@@ -17,6 +17,9 @@
 #include <torch/version.h>
 #include <dlfcn.h>
 
+#include <immintrin.h>
+
+#include <cmath>
 #include <cstdlib>
 #include <mutex>
 
@@ -98,6 +101,84 @@ void softmaxBackwardLastdim(const at::Tensor& gradInput, const at::Tensor& grad,
   else run(double{});
 }
 
+// The reference fixtures were computed on an AVX-512 machine: ATen's float32 reductions there run in 16 lanes. On a
+// CPU without AVX-512, ATen's AVX2 kernels reduce in 8 lanes, which rounds a softmax's row sum differently (float64
+// logits then differ from the reference by ~1e-7, through transformers' float32 attention softmax). So on AVX2 the
+// softmax kernels are replaced by ones with the AVX-512 kernels' exact operation order: the same per-element exp
+// (SLEEF's u10 expf, which gives the same bits at every vector width), a 16-lane sum, the same shuffle tree.
+constexpr int kReferenceFloatLanes = 16;
+
+using SleefExp8 = __m256 (*)(__m256);
+SleefExp8 sleefExpf8 = nullptr;  // Sleef_expf8_u10avx2, what ATen's AVX2 Vectorized<float>::exp() calls
+using SoftmaxFwdFn = void (*)(const at::Tensor&, const at::Tensor&);
+SoftmaxFwdFn originalSoftmaxFwdAvx2 = nullptr;
+bool softmaxForwardReplaced = false;
+
+__attribute__((target("avx2,fma"))) void expShifted(const float* x, float* out, int64_t n, float shift) {
+  int64_t i = 0;
+  const __m256 s = _mm256_set1_ps(shift);
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, sleefExpf8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s)));
+  if (i < n) {  // Vec::loadu(ptr, count): the tail's lanes, zeros elsewhere
+    alignas(32) float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t j = i; j < n; j++) buf[j - i] = x[j];
+    _mm256_store_ps(buf, sleefExpf8(_mm256_sub_ps(_mm256_load_ps(buf), s)));
+    for (int64_t j = i; j < n; j++) out[j] = buf[j - i];
+  }
+}
+
+/** Σ y over a row as ATen's vec::reduce_all with W lanes (same structure as rowDot, without the products). */
+template <int W>
+float rowSum(const float* y, int64_t n) {
+  if (n < W) {
+    float s = y[0];
+    for (int64_t i = 1; i < n; i++) s = s + y[i];
+    return s;
+  }
+  float acc[W];
+  for (int l = 0; l < W; l++) acc[l] = y[l];
+  int64_t d = W;
+  for (; d < n - (n % W); d += W)
+    for (int l = 0; l < W; l++) acc[l] = acc[l] + y[d + l];
+  for (int64_t l = 0; l < n - d; l++) acc[l] = acc[l] + y[d + l];
+  for (int step = W / 2; step >= 1; step /= 2) {
+    float next[W];
+    for (int l = 0; l < W; l++) next[l] = acc[l] + acc[l ^ step];
+    for (int l = 0; l < W; l++) acc[l] = next[l];
+  }
+  return acc[0];
+}
+
+/** ATen's _vec_softmax_lastdim for float (max, exp(x − max), sum, × 1/sum) in the reference's lane order. */
+void softmaxForwardLastdim(const at::Tensor& result, const at::Tensor& self) {
+  if (self.scalar_type() != at::kFloat) return originalSoftmaxFwdAvx2(result, self);
+  const int64_t n = self.size(-1);
+  if (n == 0 || self.numel() == 0) return;
+  const int64_t rows = self.numel() / n;
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (16 * n));
+  const float* x = self.data_ptr<float>();
+  float* o = result.data_ptr<float>();
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r++) {
+      const float* xr = x + r * n;
+      float* out = o + r * n;
+      float mx = xr[0];
+      for (int64_t i = 1; i < n; i++) mx = (xr[i] > mx || std::isnan(xr[i])) ? xr[i] : mx;  // vec::maximum keeps NaN
+      expShifted(xr, out, n, mx);
+      const float inv = 1 / rowSum<kReferenceFloatLanes>(out, n);
+      for (int64_t i = 0; i < n; i++) out[i] = out[i] * inv;
+    }
+  });
+}
+
+bool cpuHasAvx2Fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool cpuHasAvx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512dq");
+}
+
+const char* const kSoftmaxFwdAvx2 =
+    "_ZN2at6native12DispatchStubIPFvRKNS_6TensorES4_ENS0_22softmax_lastdim_kernelEE4AVX2E";
+
 const char* const kSoftmaxBwd[2] = {
     "_ZN2at6native12DispatchStubIPFvRKNS_6TensorES4_S4_ENS0_31softmax_backward_lastdim_kernelEE4AVX2E",
     "_ZN2at6native12DispatchStubIPFvRKNS_6TensorES4_S4_ENS0_31softmax_backward_lastdim_kernelEE6AVX512E",
@@ -110,13 +191,30 @@ void alignKernelChoice() {
   void* torch = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
   if (!torch) return;
   // (ATen passes contiguous tensors to the lastdim kernel)
-  SoftmaxBwdFn ours[2] = {&softmaxBackwardLastdim<8, 0>, &softmaxBackwardLastdim<16, 1>};
+  // both slots reduce in the reference machine's 16 lanes (the AVX2 slot runs only on CPUs without AVX-512)
+  SoftmaxBwdFn ours[2] = {&softmaxBackwardLastdim<kReferenceFloatLanes, 0>,
+                          &softmaxBackwardLastdim<kReferenceFloatLanes, 1>};
   for (int i = 0; i < 2; i++) {
     auto** slot = reinterpret_cast<SoftmaxBwdFn*>(dlsym(torch, kSoftmaxBwd[i]));
     if (slot && *slot) {
       originalSoftmaxBwd[i] = *slot;
       *slot = ours[i];
       softmaxBackwardReplaced = true;
+    }
+  }
+  const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
+  const bool atenOnAvx512 = cpuHasAvx512() && !(cap && std::string(cap) != "avx512");
+  if (!atenOnAvx512 && cpuHasAvx2Fma()) {
+    void* sleef = dlopen("libsleef.so.3", RTLD_LAZY | RTLD_NOLOAD);
+    if (!sleef) sleef = dlopen("libsleef.so", RTLD_LAZY | RTLD_NOLOAD);
+    // SLEEF linked statically into libtorch (official builds) exports nothing: then libtorch's kernel stays
+    void* exp8 = sleef ? dlsym(sleef, "Sleef_expf8_u10avx2") : dlsym(torch, "Sleef_expf8_u10avx2");
+    auto** slot = reinterpret_cast<SoftmaxFwdFn*>(dlsym(torch, kSoftmaxFwdAvx2));
+    if (exp8 && slot && *slot) {
+      sleefExpf8 = reinterpret_cast<SleefExp8>(exp8);
+      originalSoftmaxFwdAvx2 = *slot;
+      *slot = &softmaxForwardLastdim;
+      softmaxForwardReplaced = true;
     }
   }
   for (const auto& pair : kAvx512Sums) {
@@ -270,6 +368,7 @@ TL_FN(kernelAlignment) {
   std::string s = "libtorch " TORCH_VERSION ": ";
   if (alignedStubs > 0) s += "AVX-512 sum kernels unregistered (AVX2 reduction order, as PyTorch 2.x)";
   if (softmaxBackwardReplaced) s += std::string(alignedStubs > 0 ? "; " : "") + "softmax backward without FMA contraction";
+  if (softmaxForwardReplaced) s += "; float32 softmax in AVX-512 lane order on this AVX2 CPU (as the reference machine)";
   if (alignedStubs == 0 && !softmaxBackwardReplaced) s += "its own kernel registrations";
   return tl::str(env, s);
 }

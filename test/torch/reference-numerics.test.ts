@@ -145,7 +145,7 @@ describe("softmax backward", () => {
       t.skip("libtorch's own softmax backward (PyTorch 2.x or another build)");
       return;
     }
-    const W = process.env.ATEN_CPU_CAPABILITY === "avx512" ? 16 : 8;
+    const W = 16; // the reference machine's lanes (AVX-512), emulated on AVX2 CPUs
     tidy(() => {
       for (const n of [5, 16, 37, 100]) {
         const x = tensor(
@@ -164,6 +164,43 @@ describe("softmax backward", () => {
         for (let r = 0; r < 3; r++) {
           const want = softmaxBackwardRow(gv.slice(r * n, (r + 1) * n), yv.slice(r * n, (r + 1) * n), W);
           assert.deepEqual(got.slice(r * n, (r + 1) * n), want, `n=${n} row ${r}`);
+        }
+      }
+    });
+  });
+
+  test("float32 softmax forward sums in the reference's 16 lanes (AVX2 CPUs: our kernel)", (t) => {
+    if (!/softmax in AVX-512 lane order/.test(kernelAlignment())) {
+      t.skip("ATen's AVX-512 kernel is in use (this CPU has AVX-512), or libtorch's own kernel");
+      return;
+    }
+    tidy(() => {
+      for (const n of [5, 16, 17, 37, 100]) {
+        const x = tensor(
+          Array.from({ length: 2 * n }, (_, i) => Math.sin(i * 1.3) * 5),
+          { dtype: "float32", shape: [2, n] },
+        );
+        const got = x.softmax(-1).toArray();
+        // exp(x − max) elementwise is libtorch's own (SLEEF's) exp; the row sum order is what is under test
+        const e = x.sub(x.amax(-1, true)).exp().toArray();
+        for (let r = 0; r < 2; r++) {
+          const row = e.slice(r * n, (r + 1) * n);
+          let sum: number;
+          if (n < 16) sum = row.reduce((a, b) => f(a + b));
+          else {
+            let acc = row.slice(0, 16);
+            let d = 16;
+            for (; d < n - (n % 16); d += 16) for (let l = 0; l < 16; l++) acc[l] = f(acc[l]! + row[d + l]!);
+            for (let l = 0; l < n - d; l++) acc[l] = f(acc[l]! + row[d + l]!);
+            for (let step = 8; step >= 1; step /= 2) acc = acc.map((v, l) => f(v + acc[l ^ step]!));
+            sum = acc[0]!;
+          }
+          const inv = f(1 / sum);
+          assert.deepEqual(
+            got.slice(r * n, (r + 1) * n),
+            row.map((v) => f(v * inv)),
+            `n=${n} row ${r}`,
+          );
         }
       }
     });
