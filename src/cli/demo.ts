@@ -8,8 +8,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { factoryKey } from "../models/checkpoint.js";
 import { loadTinyLlava } from "../models/load.js";
-import { VisionLanguagePipeline } from "../models/pipeline.js";
 import { IGNORE_INDEX } from "../models/tinyllava.js";
+import { VisionLanguagePipeline } from "../pipeline/index.js";
 import { renderConversation } from "../processing/templates.js";
 import { AdamW, clipGradNorm, LRScheduler, saveSafetensors, tensor, tidy } from "../torch/index.js";
 

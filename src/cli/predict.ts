@@ -1,6 +1,7 @@
 // `tinyllava predict`: one question about one image.
-import { VisionLanguagePipeline } from "../models/pipeline.js";
+
 import { assertDtype } from "../models/tinyllava.js";
+import { VisionLanguagePipeline } from "../pipeline/index.js";
 import type { TemplateName } from "../processing/templates.js";
 
 export async function predict(o: {

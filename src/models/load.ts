@@ -3,13 +3,6 @@
 // connector/), or parts as Factory's training builds them (an HF LLM folder + an HF vision folder + a connector type).
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { CheckpointError, ConfigError } from "../errors.js";
-import { withoutInit } from "../nn/layers.js";
-import { checkKeys, checkShape } from "../nn/module.js";
-import { noGrad } from "../torch/autograd.js";
-import type { DType } from "../torch/dtype.js";
-import { SafetensorsCheckpoint } from "../torch/safetensors.js";
-import { canonicalKey } from "./checkpoint.js";
 import {
   Fields,
   type Json,
@@ -17,7 +10,14 @@ import {
   parseTinyLlavaConfig,
   parseVisionConfig,
   type TinyLlavaConfig,
-} from "./config.js";
+} from "../config/index.js";
+import { CheckpointError, ConfigError } from "../errors.js";
+import { withoutInit } from "../nn/layers.js";
+import { checkKeys, checkShape } from "../nn/module.js";
+import { noGrad } from "../torch/autograd.js";
+import type { DType } from "../torch/dtype.js";
+import { SafetensorsCheckpoint } from "../torch/safetensors.js";
+import { canonicalKey } from "./checkpoint.js";
 import { TinyLlava } from "./tinyllava.js";
 
 export interface LoadOptions {

@@ -1,7 +1,8 @@
 // Model families by Hugging Face `model_type` (exact names). Adding a family = one file in llm/ + one line here.
+
+import type { TextConfig, VisionConfig } from "../config/index.js";
 import { ConfigError } from "../errors.js";
 import type { DType } from "../torch/dtype.js";
-import type { TextConfig, VisionConfig } from "./config.js";
 import type { BuildContext, CausalLM } from "./llm/base.js";
 import { buildGemma } from "./llm/gemma.js";
 import { buildLlama } from "./llm/llama.js";

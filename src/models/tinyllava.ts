@@ -1,13 +1,14 @@
 // TinyLLaVA = vision tower + connector + language model, and the image splicing that joins them: every image
 // placeholder in input_ids (Factory's −200, or LLaVA's image token — one per image, or already repeated once per
 // feature row) becomes that image's feature rows in the input embeddings; labels there are −100.
+
+import { IMAGE_PLACEHOLDER, type TinyLlavaConfig } from "../config/index.js";
 import { ConfigError } from "../errors.js";
 import { Module } from "../nn/module.js";
 import { cat, full, tensor, zeros } from "../torch/creation.js";
 import type { DType } from "../torch/dtype.js";
 import * as F from "../torch/functional.js";
 import type { Tensor } from "../torch/tensor.js";
-import { IMAGE_PLACEHOLDER, type TinyLlavaConfig } from "./config.js";
 import { buildConnector, type Connector, type ConnectorOptions } from "./connectors/index.js";
 import type { CausalLM } from "./llm/base.js";
 import { buildLanguageModel, buildVisionTower } from "./registry.js";

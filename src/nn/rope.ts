@@ -1,8 +1,9 @@
 // Rotary position embeddings (RoPE) as Hugging Face computes them: inv_freq = 1 / θ^(2i/d) over the rotary part of
 // each head (d = head_dim × partial_rotary_factor), cos/sin of positions × inv_freq duplicated over both halves,
 // x·cos + rotate_half(x)·sin on the first d channels, the rest passed through.
+
+import type { RopeScaling } from "../config/index.js";
 import { ConfigError } from "../errors.js";
-import type { RopeScaling } from "../models/config.js";
 import { arange, cat, tensor } from "../torch/creation.js";
 import type { DType } from "../torch/dtype.js";
 import * as F from "../torch/functional.js";

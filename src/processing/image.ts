@@ -5,8 +5,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import sharp, { type Metadata, type OutputInfo } from "sharp";
+import { Fields, type Json, type VisionConfig } from "../config/index.js";
 import { ConfigError, ImageError } from "../errors.js";
-import { Fields, type Json, type VisionConfig } from "../models/config.js";
 import { tensor } from "../torch/creation.js";
 import type { Tensor } from "../torch/tensor.js";
 

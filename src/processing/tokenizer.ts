@@ -5,8 +5,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { IMAGE_PLACEHOLDER } from "../config/index.js";
 import { TokenizerError } from "../errors.js";
-import { IMAGE_PLACEHOLDER } from "../models/config.js";
 
 type Json = Record<string, unknown>;
 

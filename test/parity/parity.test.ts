@@ -6,8 +6,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { IMAGE_PLACEHOLDER } from "../../src/config/index.js";
 import { canonicalKey } from "../../src/models/checkpoint.js";
-import { IMAGE_PLACEHOLDER } from "../../src/models/config.js";
 import { buildConnector } from "../../src/models/connectors/index.js";
 import { loadTinyLlava } from "../../src/models/load.js";
 import type { TinyLlava } from "../../src/models/tinyllava.js";

@@ -1,6 +1,8 @@
 // The decoder-only LM skeleton every family shares (Llama's shape): token embeddings → N decoder layers → final
 // norm → lm_head, with rotary self-attention (MHA/GQA/MQA) and a causal + padding mask. Families (llama.ts,
 // qwen2.ts, …) pick the pieces that differ: norms, MLP, biases, q/k norms, residual wiring, embedding scale.
+
+import type { TextConfig } from "../../config/index.js";
 import { type Activation, getActivation } from "../../nn/activations.js";
 import { Embedding, LayerNorm, Linear, RMSNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
@@ -9,7 +11,6 @@ import { arange, ones } from "../../torch/creation.js";
 import type { DType } from "../../torch/dtype.js";
 import * as F from "../../torch/functional.js";
 import type { Tensor } from "../../torch/tensor.js";
-import type { TextConfig } from "../config.js";
 
 export interface BuildContext {
   dtype: DType;

@@ -1,6 +1,6 @@
 // Llama / TinyLlama (model_type "llama"): RMSNorm pre-norm layers, rotary attention with GQA, SiLU-gated MLP.
 // The reference shape: Qwen2, Qwen3 and Gemma are this builder with the few options where they differ.
-import type { TextConfig } from "../config.js";
+import type { TextConfig } from "../../config/index.js";
 import {
   Attention,
   type AttentionOptions,

@@ -2,8 +2,9 @@
 // block: x + attn(norm(x)) + mlp(norm(x)), (3) partial rotary (partial_rotary_factor of head_dim), (4) biases on
 // q/k/v and on the output projection named `dense`, (5) fc1/fc2 MLP with gelu_new, (6) `final_layernorm`, (7) an
 // lm_head bias when the checkpoint has one; optional per-head q/k LayerNorm (qk_layernorm).
+
+import type { TextConfig } from "../../config/index.js";
 import { LayerNorm } from "../../nn/layers.js";
-import type { TextConfig } from "../config.js";
 import {
   Attention,
   activation,

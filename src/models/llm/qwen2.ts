@@ -1,5 +1,5 @@
 // Qwen2 / Qwen2.5 (model_type "qwen2"): Llama with biases on q/k/v (none on o_proj).
-import type { TextConfig } from "../config.js";
+import type { TextConfig } from "../../config/index.js";
 import type { BuildContext, CausalLM } from "./base.js";
 import { buildLlama } from "./llama.js";
 

@@ -1,12 +1,13 @@
 // StableLM-2 (model_type "stablelm"): Llama with (1) LayerNorm (with bias) instead of RMSNorm, (2) partial rotary
 // (partial_rotary_factor, 0.25 for StableLM-2), (3) q/k/v biases when use_qkv_bias, (4) optional per-head q/k
 // LayerNorm (qk_layernorm), (5) optional parallel residual (use_parallel_residual: one norm, x + attn + mlp).
+
+import type { TextConfig } from "../../config/index.js";
 import { LayerNorm } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { cat } from "../../torch/creation.js";
 import type { DType } from "../../torch/dtype.js";
 import type { Tensor } from "../../torch/tensor.js";
-import type { TextConfig } from "../config.js";
 import {
   Attention,
   activation,

@@ -1,12 +1,13 @@
 // CLIP vision tower (HF CLIPVisionModel, model_type "clip_vision_model"): like SigLIP but (1) a learned class
 // token prepended, (2) a bias-free patch conv, (3) position embeddings for patches + 1, (4) `pre_layrnorm` (HF's
 // spelling) before the encoder, (5) quick_gelu in OpenAI's checkpoints.
+
+import { patchesPerSide, type VisionConfig } from "../../config/index.js";
 import { Conv2d, Embedding, LayerNorm } from "../../nn/layers.js";
 import { Module } from "../../nn/module.js";
 import { arange, cat, empty } from "../../torch/creation.js";
 import type { DType } from "../../torch/dtype.js";
 import type { Tensor } from "../../torch/tensor.js";
-import type { VisionConfig } from "../config.js";
 import { VisionEncoder, type VisionTower } from "./encoder.js";
 
 class ClipEmbeddings extends Module {
@@ -21,7 +22,7 @@ class ClipEmbeddings extends Module {
       "patch_embedding",
       new Conv2d(cfg.num_channels, cfg.hidden_size, cfg.patch_size, { dtype, stride: cfg.patch_size, bias: false }), // (2)
     );
-    this.numPositions = (cfg.image_size / cfg.patch_size) ** 2 + 1; // (3)
+    this.numPositions = patchesPerSide(cfg) ** 2 + 1; // (3)
     this.position = this.registerModule(
       "position_embedding",
       new Embedding(this.numPositions, cfg.hidden_size, { dtype }),

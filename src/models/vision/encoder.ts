@@ -1,11 +1,12 @@
 // The ViT encoder SigLIP and CLIP share (HF names: encoder.layers.N.{layer_norm1,self_attn.{q,k,v,out}_proj,
 // layer_norm2,mlp.fc1,mlp.fc2}): pre-norm blocks with bidirectional multi-head attention.
+
+import type { VisionConfig } from "../../config/index.js";
 import { getActivation } from "../../nn/activations.js";
 import { LayerNorm, Linear } from "../../nn/layers.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import type { DType } from "../../torch/dtype.js";
 import type { Tensor } from "../../torch/tensor.js";
-import type { VisionConfig } from "../config.js";
 import { FcMLP } from "../llm/base.js";
 
 class VisionAttention extends Module {

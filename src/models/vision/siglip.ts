@@ -1,11 +1,12 @@
 // SigLIP vision tower (HF SiglipVisionModel, model_type "siglip_vision_model"): patch conv (with bias) + learned
 // position embeddings, no class token, ViT encoder, post_layernorm. The attention-pooling head is unused here.
+
+import { patchesPerSide, type VisionConfig } from "../../config/index.js";
 import { Conv2d, Embedding, LayerNorm } from "../../nn/layers.js";
 import { Module } from "../../nn/module.js";
 import { arange } from "../../torch/creation.js";
 import type { DType } from "../../torch/dtype.js";
 import type { Tensor } from "../../torch/tensor.js";
-import type { VisionConfig } from "../config.js";
 import { VisionEncoder, type VisionTower } from "./encoder.js";
 
 class SiglipEmbeddings extends Module {
@@ -14,7 +15,7 @@ class SiglipEmbeddings extends Module {
   readonly numPatches: number;
   constructor(cfg: VisionConfig, dtype: DType) {
     super();
-    this.numPatches = (cfg.image_size / cfg.patch_size) ** 2;
+    this.numPatches = patchesPerSide(cfg) ** 2;
     this.patch = this.registerModule(
       "patch_embedding",
       new Conv2d(cfg.num_channels, cfg.hidden_size, cfg.patch_size, { dtype, stride: cfg.patch_size }),

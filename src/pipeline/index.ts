@@ -3,14 +3,14 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { greedyGenerate } from "../generation/greedy.js";
+import { loadTinyLlava } from "../models/load.js";
+import type { TinyLlava } from "../models/tinyllava.js";
 import { ImageProcessor } from "../processing/image.js";
 import { defaultTemplate, promptFor, type TemplateName } from "../processing/templates.js";
 import { TinyTokenizer } from "../processing/tokenizer.js";
 import type { DType } from "../torch/dtype.js";
 import { tidy } from "../torch/memory.js";
 import type { Tensor } from "../torch/tensor.js";
-import { loadTinyLlava } from "./load.js";
-import type { TinyLlava } from "./tinyllava.js";
 
 export class VisionLanguagePipeline {
   constructor(

@@ -175,6 +175,11 @@ export function parseTextConfig(f: Fields, tieDefault = false): TextConfig {
   };
 }
 
+/** Patches per image side: HF's `image_size // patch_size` (the conv's stride drops a partial patch). */
+export function patchesPerSide(cfg: Pick<VisionConfig, "image_size" | "patch_size">): number {
+  return Math.floor(cfg.image_size / cfg.patch_size);
+}
+
 export interface VisionConfig {
   model_type: "siglip_vision_model" | "clip_vision_model";
   hidden_size: number;
@@ -204,8 +209,10 @@ export function parseVisionConfig(f: Fields): VisionConfig {
     throw new ConfigError(`${f.where}: hidden_size ${hidden} is not divisible by num_attention_heads ${heads}`);
   const image_size = f.int("image_size", undefined, { min: 1 });
   const patch_size = f.int("patch_size", undefined, { min: 1 });
-  if (image_size % patch_size !== 0)
-    throw new ConfigError(`${f.where}: image_size ${image_size} is not a multiple of patch_size ${patch_size}`);
+  // the patch conv (stride = patch size) drops a partial last row/column, as HF: SigLIP-so400m/384 with patch 14
+  // gives 27 × 27 = 729 patches
+  if (patch_size > image_size)
+    throw new ConfigError(`${f.where}: patch_size ${patch_size} is larger than image_size ${image_size}`);
   return {
     model_type: mt as VisionConfig["model_type"],
     hidden_size: hidden,
