@@ -13,3 +13,5 @@ export class ConfigError extends TinyllavaError {}
 export class ImageError extends TinyllavaError {}
 /** A tokenizer folder is incomplete or inconsistent. */
 export class TokenizerError extends TinyllavaError {}
+/** A generation request cannot run (prompt longer than the context, bad options, aborted). */
+export class GenerationError extends TinyllavaError {}

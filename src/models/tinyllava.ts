@@ -8,6 +8,7 @@ import { Module } from "../nn/module.js";
 import { cat, full, tensor, zeros } from "../torch/creation.js";
 import type { DType } from "../torch/dtype.js";
 import * as F from "../torch/functional.js";
+import { tidy } from "../torch/memory.js";
 import type { Tensor } from "../torch/tensor.js";
 import { buildConnector, type Connector, type ConnectorOptions } from "./connectors/index.js";
 import type { CausalLM } from "./llm/base.js";
@@ -17,6 +18,8 @@ import { hiddenStateIndex, type VisionTower } from "./vision/encoder.js";
 export const IGNORE_INDEX = -100;
 
 export interface ForwardArgs {
+  /** connector outputs [N, T, hidden] for the images, when already computed (pixelValues is then not needed) */
+  imageFeatures?: Tensor | null;
   /** [B, L] int64 token ids, with image placeholders */
   inputIds: Tensor;
   /** [N, 3, H, W] one row per image placeholder, in reading order across the batch */
@@ -91,15 +94,23 @@ export class TinyLlava extends Module {
 
   /** Connector output for images [N, 3, H, W] → [N, T, hidden]. */
   encodeImages(pixelValues: Tensor): Tensor {
-    return this.connector.forward(this.selectedFeatures(pixelValues));
+    return tidy(() => this.connector.forward(this.selectedFeatures(pixelValues)));
   }
 
   isImageToken(id: number): boolean {
     return id === IMAGE_PLACEHOLDER || (this.config.source_format === "llava" && id === this.config.image_token_index);
   }
 
-  /** Builds the LLM input embeddings with image features spliced in (right padding when rows grow unevenly). */
-  embedInputs({ inputIds, pixelValues, attentionMask, labels }: ForwardArgs): EmbeddedInputs {
+  /** Builds the LLM input embeddings with image features spliced in; rows that grow unevenly are padded on the
+   * right (training, as Factory) or on the left (`padding: "left"`, generation). */
+  embedInputs(args: ForwardArgs, padding: "right" | "left" = "right"): EmbeddedInputs {
+    return tidy(() => this.splice(args, padding));
+  }
+
+  private splice(
+    { inputIds, pixelValues, attentionMask, labels, imageFeatures }: ForwardArgs,
+    padding: "right" | "left",
+  ): EmbeddedInputs {
     const [B, L] = inputIds.shape as [number, number];
     const ids = inputIds.toArray();
     const imageAt = ids.map((id) => this.isImageToken(id));
@@ -111,9 +122,8 @@ export class TinyLlava extends Module {
     const embedsScaled = lm.embedScale !== 1 && this.config.source_format === "llava";
     const text = embedsScaled ? lm.embed(safeIds).mul(lm.embedScale) : lm.embed(safeIds);
     if (nImageTokens === 0) {
-      if (pixelValues && pixelValues.size(0) > 0) {
-        throw new RangeError(`${pixelValues.size(0)} image(s) given but input_ids has no image token`);
-      }
+      const given = imageFeatures?.size(0) ?? pixelValues?.size(0) ?? 0;
+      if (given > 0) throw new RangeError(`${given} image(s) given but input_ids has no image token`);
       return {
         inputsEmbeds: text,
         embedsScaled,
@@ -121,9 +131,9 @@ export class TinyLlava extends Module {
         labels: labels ?? undefined,
       };
     }
-    if (!pixelValues)
+    if (!pixelValues && !imageFeatures)
       throw new RangeError(`input_ids has ${nImageTokens} image token(s) but no pixel values were given`);
-    const features = this.encodeImages(pixelValues).to(text.dtype); // [N, T, H]
+    const features = (imageFeatures ?? this.encodeImages(pixelValues as Tensor)).to(text.dtype); // [N, T, H]
     const [N, T] = features.shape as [number, number];
     const maskArr = attentionMask ? attentionMask.toArray() : null;
     const labArr = labels ? labels.toArray() : null;
@@ -149,8 +159,17 @@ export class TinyLlava extends Module {
         flush(j);
         let run = 1;
         while (j + run < L && imageAt[b * L + j + run] && ids[b * L + j + run] === ids[b * L + j]) run++;
-        // a run of T tokens is one image already expanded (LLaVA); a single placeholder expands to T rows
-        const images = run % T === 0 && (run > 1 || T === 1) ? run / T : run;
+        // Factory's placeholder (−200): each one is an image, whatever the run length. LLaVA's image token (llava
+        // configs): HF's processor repeats it once per feature row, so a run of k·T tokens is k images; a single
+        // token (our own prompts) is one image.
+        let images = run;
+        if (ids[b * L + j] !== IMAGE_PLACEHOLDER && run > 1) {
+          if (run % T !== 0)
+            throw new RangeError(
+              `row ${b}: a run of ${run} image tokens (id ${ids[b * L + j]}) at position ${j} is not a multiple of the ${T} feature rows per image`,
+            );
+          images = run / T;
+        }
         const consumed = run;
         for (let k = 0; k < images; k++) {
           if (img >= N) throw new RangeError(`input_ids has more image placeholders than the ${N} image(s) given`);
@@ -170,11 +189,17 @@ export class TinyLlava extends Module {
     if (img !== N) throw new RangeError(`${N} image(s) given but input_ids has placeholders for ${img}`);
     const maxLen = Math.max(...rows.map((r) => r.mask.length));
     const H = text.size(2);
+    const left = padding === "left";
     const embeds = rows.map((r) => {
       const e = cat(r.embeds, 0);
-      return r.mask.length < maxLen ? cat([e, zeros([maxLen - r.mask.length, H], { dtype: e.dtype })], 0) : e;
+      if (r.mask.length === maxLen) return e;
+      const z = zeros([maxLen - r.mask.length, H], { dtype: e.dtype });
+      return cat(left ? [z, e] : [e, z], 0);
     });
-    const pad = (xs: number[], v: number) => [...xs, ...new Array(maxLen - xs.length).fill(v)];
+    const pad = (xs: number[], v: number) => {
+      const fill = new Array(maxLen - xs.length).fill(v);
+      return left ? [...fill, ...xs] : [...xs, ...fill];
+    };
     return {
       inputsEmbeds: cat(
         embeds.map((e) => e.unsqueeze(0)),

@@ -3,6 +3,7 @@ import { type CreateOptions, empty, ones, zeros } from "../torch/creation.js";
 import type { DType } from "../torch/dtype.js";
 import * as F from "../torch/functional.js";
 import type { Tensor } from "../torch/tensor.js";
+import * as lowp from "./lowp.js";
 import { Module } from "./module.js";
 
 export interface LayerOptions {
@@ -48,7 +49,7 @@ export class Linear extends Module {
       opts.bias === false ? null : this.registerParameter("bias", uniform(empty([outFeatures], co(opts)), bound));
   }
   forward(x: Tensor): Tensor {
-    return F.linear(x, this.weight, this.bias);
+    return lowp.linear(x, this.weight, this.bias);
   }
 }
 
@@ -131,7 +132,7 @@ export class Conv2d extends Module {
       opts.bias === false ? null : this.registerParameter("bias", uniform(empty([outChannels], co(opts)), bound));
   }
   forward(x: Tensor): Tensor {
-    return F.conv2d(x, this.weight, this.bias, { stride: this.opts.stride ?? 1, padding: this.opts.padding ?? 0 });
+    return lowp.conv2d(x, this.weight, this.bias, { stride: this.opts.stride ?? 1, padding: this.opts.padding ?? 0 });
   }
 }
 

@@ -8,6 +8,7 @@
 // output_query.LayerNorm, projector.
 import { getActivation } from "../../nn/activations.js";
 import { LayerNorm, Linear } from "../../nn/layers.js";
+import * as lowp from "../../nn/lowp.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { arange, empty } from "../../torch/creation.js";
 import type { DType } from "../../torch/dtype.js";
@@ -62,8 +63,8 @@ class BertSelfAttention extends Module {
     const q = heads(this.query.forward(x));
     const k = heads(this.key.forward(kv));
     const v = heads(this.value.forward(kv));
-    const probs = q.matmul(k.transpose(-1, -2)).div(Math.sqrt(D)).softmax(-1); // all-ones masks add 0
-    const ctx = probs.matmul(v).transpose(1, 2).contiguous();
+    const probs = lowp.matmul(q, k.transpose(-1, -2)).div(Math.sqrt(D)).softmax(-1); // all-ones masks add 0
+    const ctx = lowp.matmul(probs, v).transpose(1, 2).contiguous();
     return ctx.view(ctx.size(0), ctx.size(1), this.cfg.hidden_size);
   }
 }

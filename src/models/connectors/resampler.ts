@@ -3,6 +3,7 @@
 // LayerNorm on media and latents, q from latents, k/v from concat(media, latents), 8 heads × 64, no biases.
 // Keys: _connector.{latents, linear, layers.{i}.0.{norm_media,norm_latents,to_q,to_kv,to_out}, layers.{i}.1.{0,1,3}, norm}.
 import { LayerNorm, Linear } from "../../nn/layers.js";
+import * as lowp from "../../nn/lowp.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { cat, empty } from "../../torch/creation.js";
 import type { DType } from "../../torch/dtype.js";
@@ -34,9 +35,9 @@ class PerceiverAttention extends Module {
     const heads = (t: Tensor) => t.view(B, t.size(1), HEADS, DIM_HEAD).transpose(1, 2);
     const q = heads(this.toQ.forward(l)).mul(DIM_HEAD ** -0.5);
     const [k, v] = this.toKv.forward(cat([x, l], 1)).chunk(2, -1) as [Tensor, Tensor];
-    const sim = q.matmul(heads(k).transpose(-2, -1));
+    const sim = lowp.matmul(q, heads(k).transpose(-2, -1));
     const stable = sim.sub(sim.amax(-1, true).detach()); // as Factory does; softmax is shift-invariant
-    const out = stable.softmax(-1).matmul(heads(v));
+    const out = lowp.matmul(stable.softmax(-1), heads(v));
     return this.toOut.forward(out.transpose(1, 2).reshape(B, N, HEADS * DIM_HEAD));
   }
 }

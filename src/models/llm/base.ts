@@ -4,12 +4,15 @@
 
 import type { TextConfig } from "../../config/index.js";
 import { type Activation, getActivation } from "../../nn/activations.js";
+import { KVCache } from "../../nn/kv-cache.js";
 import { Embedding, LayerNorm, Linear, RMSNorm } from "../../nn/layers.js";
+import * as lowp from "../../nn/lowp.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { RotaryEmbedding } from "../../nn/rope.js";
 import { arange, ones } from "../../torch/creation.js";
 import type { DType } from "../../torch/dtype.js";
 import * as F from "../../torch/functional.js";
+import { tidy } from "../../torch/memory.js";
 import type { Tensor } from "../../torch/tensor.js";
 
 export interface BuildContext {
@@ -98,32 +101,44 @@ export class Attention extends Module {
     this.kNorm = o.qkNorm ? this.registerModule(names.kNorm ?? "k_norm", o.qkNorm.k) : null;
   }
 
-  /** x [B, L, hidden]; cos/sin [B, 1, L, rotary]; mask additive [B, 1, L, L]. */
-  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor): Tensor {
+  /** x [B, L, hidden]; cos/sin [B, 1, L, rotary]; mask additive [B, 1, L, S] (S = past + L) or null when every
+   * query may see every key (one new token, no padding). With a cache, this call's keys/values are appended to it and
+   * attention runs over all S positions. */
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: LayerCache | null = null): Tensor {
     const [B, L] = x.shape as [number, number];
     const { numHeads: H, numKvHeads: KV, headDim: D } = this.o;
     let q = this.qProj.forward(x).view(B, L, H, D);
     let k = this.kProj.forward(x).view(B, L, KV, D);
-    const v = this.vProj.forward(x).view(B, L, KV, D).transpose(1, 2);
+    let v = this.vProj.forward(x).view(B, L, KV, D).transpose(1, 2);
     if (this.qNorm && this.kNorm) {
       q = this.qNorm.forward(q);
       k = this.kNorm.forward(k);
     }
     q = this.o.rope.apply(q.transpose(1, 2), cos, sin);
     k = this.o.rope.apply(k.transpose(1, 2), cos, sin);
-    let kr = k;
-    let vr = v;
-    if (KV !== H) {
-      kr = k.repeatInterleave(H / KV, 1);
-      vr = v.repeatInterleave(H / KV, 1);
-    }
-    const scores = q
-      .matmul(kr.transpose(-2, -1))
-      .mul(1 / Math.sqrt(D))
-      .add(mask);
-    const attn = scores.softmax(-1, "float32").to(scores.dtype).matmul(vr); // [B, H, L, D]; softmax in float32 as transformers
+    if (cache) [k, v] = cache.kv.update(cache.layer, k, v);
+    const S = k.size(2);
+    // grouped-query attention without repeating K/V: the G = H/KV query heads that share a key/value head are
+    // stacked along the query axis ([B, KV, G·L, D]), so each K/V head is read in place (head h uses kv h // G, as
+    // repeat_interleave would)
+    const G = H / KV;
+    const qg = G === 1 ? q : q.reshape(B, KV, G * L, D);
+    let scores = lowp.matmul(qg, k.transpose(-2, -1)).mul(1 / Math.sqrt(D)); // [B, KV, G·L, S]
+    if (mask) scores = G === 1 ? scores.add(mask) : scores.view(B, KV, G, L, S).add(mask.unsqueeze(1));
+    // softmax in float32 as transformers' eager attention
+    const probs = scores
+      .softmax(-1, "float32")
+      .to(x.dtype)
+      .view(B, KV, G * L, S);
+    const attn = lowp.matmul(probs, v).view(B, H, L, D);
     return this.oProj.forward(attn.transpose(1, 2).reshape(B, L, H * D));
   }
+}
+
+/** One layer's view of the cache. */
+export interface LayerCache {
+  kv: KVCache;
+  layer: number;
 }
 
 /** Gated MLP: down(act(gate(x)) · up(x)) — Llama, Qwen, Gemma, StableLM. */
@@ -168,7 +183,7 @@ export class FcMLP extends Module {
 }
 
 export interface DecoderLayer extends Module {
-  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor): Tensor;
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache?: LayerCache | null): Tensor;
 }
 
 /** Pre-norm layer: h = x + attn(norm1(x)); out = h + mlp(norm2(h)). */
@@ -184,8 +199,8 @@ export class PreNormLayer extends Module implements DecoderLayer {
     this.postNorm = this.registerModule("post_attention_layernorm", norm(hidden));
     this.mlp = this.registerModule("mlp", mlp);
   }
-  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor): Tensor {
-    const h = x.add(this.attn.forward(this.inputNorm.forward(x), cos, sin, mask));
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: LayerCache | null = null): Tensor {
+    const h = x.add(this.attn.forward(this.inputNorm.forward(x), cos, sin, mask, cache));
     return h.add(this.mlp.forward(this.postNorm.forward(h)));
   }
 }
@@ -201,9 +216,9 @@ export class ParallelLayer extends Module implements DecoderLayer {
     this.attn = this.registerModule("self_attn", attn);
     this.mlp = this.registerModule("mlp", mlp);
   }
-  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor): Tensor {
+  forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: LayerCache | null = null): Tensor {
     const n = this.inputNorm.forward(x);
-    return x.add(this.attn.forward(n, cos, sin, mask)).add(this.mlp.forward(n));
+    return x.add(this.attn.forward(n, cos, sin, mask, cache)).add(this.mlp.forward(n));
   }
 }
 
@@ -230,8 +245,14 @@ export interface LMForwardArgs {
   inputsEmbeds: Tensor;
   /** the embeddings already carry `embedScale` (so the decoder must not apply it again) */
   embedsScaled?: boolean;
+  /** [B, S] 1 for real tokens, 0 for padding; S = cached positions + L (the whole sequence so far) */
   attentionMask?: Tensor | null;
+  /** [B, L] int64 positions of the new tokens (default past … past + L − 1) */
   positionIds?: Tensor | null;
+  /** keys/values of earlier positions; this call appends its own */
+  cache?: KVCache | null;
+  /** compute hidden states (and so logits) for the last position only (HF's logits_to_keep = 1) */
+  lastOnly?: boolean;
 }
 
 /** A causal LM: `model.*` + `lm_head` (tied to the embeddings when the config says so). */
@@ -268,20 +289,49 @@ export class CausalLM extends Module {
     return this.model.embedTokens.forward(ids);
   }
 
-  /** Hidden states after the final norm, [B, L, hidden]. */
-  hidden({ inputsEmbeds, attentionMask, positionIds, embedsScaled }: LMForwardArgs): Tensor {
-    const [B, L] = inputsEmbeds.shape as [number, number];
-    let h = this.embedScale === 1 || embedsScaled ? inputsEmbeds : inputsEmbeds.mul(this.embedScale);
-    const pos = positionIds ?? arange(0, L).unsqueeze(0).expand(B, L);
-    const { cos, sin } = this.rope.cosSin(pos, h.dtype);
-    const mask = causalMask(attentionMask ?? null, B, L, h.dtype);
-    for (const layer of this.model.layers) h = layer.forward(h, cos, sin, mask);
-    return this.model.norm.forward(h);
+  /** A cache sized for this model: `capacity` positions for `batch` rows. */
+  newCache(batch: number, capacity: number): KVCache {
+    return new KVCache({
+      layers: this.config.num_hidden_layers,
+      batch,
+      kvHeads: this.config.num_key_value_heads,
+      headDim: this.config.head_dim,
+      capacity,
+      dtype: this.dtype,
+    });
+  }
+
+  /** Hidden states after the final norm, [B, L, hidden] ([B, 1, hidden] with `lastOnly`). */
+  hidden({ inputsEmbeds, attentionMask, positionIds, embedsScaled, cache, lastOnly }: LMForwardArgs): Tensor {
+    return tidy(() => {
+      const [B, L] = inputsEmbeds.shape as [number, number];
+      const past = cache?.length ?? 0;
+      let h = this.embedScale === 1 || embedsScaled ? inputsEmbeds : inputsEmbeds.mul(this.embedScale);
+      const pos =
+        positionIds ??
+        arange(past, past + L)
+          .unsqueeze(0)
+          .expand(B, L);
+      if (attentionMask && attentionMask.size(-1) !== past + L)
+        throw new RangeError(`attentionMask covers ${attentionMask.size(-1)} positions; expected ${past + L}`);
+      const { cos, sin } = this.rope.cosSin(pos, h.dtype);
+      // one new token without padding sees every key: no mask needed
+      const mask = L === 1 && !attentionMask ? null : causalMask(attentionMask ?? null, B, L, h.dtype, past);
+      const layers = this.model.layers;
+      for (let i = 0; i < layers.length; i++) {
+        const next = layers.at(i).forward(h, cos, sin, mask, cache ? { kv: cache, layer: i } : null);
+        if (h !== inputsEmbeds) h.dispose(); // autograd keeps what backward needs; the JS handle can go
+        h = next;
+      }
+      cache?.advance(L);
+      if (lastOnly && L > 1) h = h.narrow(1, L - 1, 1);
+      return this.model.norm.forward(h);
+    });
   }
 
   logits(hidden: Tensor): Tensor {
     if (this.lmHead) return this.lmHead.forward(hidden);
-    return F.linear(hidden, this.model.embedTokens.weight);
+    return lowp.linear(hidden, this.model.embedTokens.weight);
   }
 
   forward(args: LMForwardArgs): Tensor {

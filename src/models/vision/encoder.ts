@@ -4,6 +4,7 @@
 import type { VisionConfig } from "../../config/index.js";
 import { getActivation } from "../../nn/activations.js";
 import { LayerNorm, Linear } from "../../nn/layers.js";
+import * as lowp from "../../nn/lowp.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import type { DType } from "../../torch/dtype.js";
 import type { Tensor } from "../../torch/tensor.js";
@@ -33,12 +34,12 @@ class VisionAttention extends Module {
     const q = split(this.q.forward(x));
     const k = split(this.k.forward(x));
     const v = split(this.v.forward(x));
-    const attn = q
-      .matmul(k.transpose(-2, -1))
+    const probs = lowp
+      .matmul(q, k.transpose(-2, -1))
       .mul(1 / Math.sqrt(D))
       .softmax(-1, "float32")
-      .to(q.dtype)
-      .matmul(v);
+      .to(q.dtype);
+    const attn = lowp.matmul(probs, v);
     return this.out.forward(attn.transpose(1, 2).reshape(B, L, this.hidden));
   }
 }
@@ -81,7 +82,11 @@ export class VisionEncoder extends Module {
   /** Runs the first `n` layers. */
   forward(x: Tensor, n = this.layers.length): Tensor {
     let h = x;
-    for (let i = 0; i < n; i++) h = this.layers.at(i).forward(h);
+    for (let i = 0; i < n; i++) {
+      const next = this.layers.at(i).forward(h);
+      if (h !== x) h.dispose(); // one layer's input at a time (autograd keeps its own references)
+      h = next;
+    }
     return h;
   }
 }

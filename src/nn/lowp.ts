@@ -1,0 +1,86 @@
+// Matrix products for bfloat16/float16 models on CPU. libtorch's CPU kernels multiply bfloat16 matrices natively only
+// through oneDNN on CPUs with AVX512-BF16/AMX; elsewhere it falls back to a scalar GEMM (measured here: 4 GFLOP/s,
+// ~25× slower than float32), and float16 matmul is not implemented at all in libtorch 1.x. So on those CPUs the
+// product is computed in float32 from the exact inputs (bfloat16/float16 → float32 is lossless) with float32
+// accumulation, and rounded to the input dtype once — what a native low-precision GEMM with float32 accumulation
+// computes. Autograd flows through the casts, so training works the same way.
+import { readFileSync } from "node:fs";
+import * as F from "../torch/functional.js";
+import type { Tensor } from "../torch/tensor.js";
+
+let nativeBf16: boolean | null = null;
+
+/** Whether libtorch's own bfloat16 matmul is fast here (oneDNN on a CPU with AVX512-BF16 or AMX). */
+export function nativeBf16Matmul(): boolean {
+  if (nativeBf16 === null) {
+    const env = process.env.TINYLLAVA_NATIVE_BF16;
+    if (env === "1" || env === "0") nativeBf16 = env === "1";
+    else {
+      let flags = "";
+      try {
+        flags = readFileSync("/proc/cpuinfo", "utf8");
+      } catch {
+        // not Linux: assume no native bfloat16 units
+      }
+      nativeBf16 = /\b(avx512_bf16|amx_bf16)\b/.test(flags);
+    }
+  }
+  return nativeBf16;
+}
+
+function upcast(t: Tensor): boolean {
+  if (t.device !== "cpu") return false;
+  const d = t.dtype;
+  return d === "float16" || (d === "bfloat16" && !nativeBf16Matmul());
+}
+
+/** a @ b, through float32 for CPU bfloat16/float16 (see above). */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  if (!upcast(a)) return a.matmul(b);
+  const dt = a.dtype;
+  const a32 = a.to("float32");
+  const b32 = b.to("float32");
+  const y = a32.matmul(b32);
+  a32.dispose();
+  b32.dispose();
+  const out = y.to(dt);
+  y.dispose();
+  return out;
+}
+
+/** x @ wᵀ + b, through float32 for CPU bfloat16/float16 (see above). */
+export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
+  if (!upcast(x)) return F.linear(x, w, b);
+  const dt = x.dtype;
+  const x32 = x.to("float32");
+  const w32 = w.to("float32");
+  const b32 = b ? b.to("float32") : null;
+  const y = F.linear(x32, w32, b32);
+  x32.dispose();
+  w32.dispose();
+  b32?.dispose();
+  const out = y.to(dt);
+  y.dispose();
+  return out;
+}
+
+/** conv2d through float32 for CPU bfloat16/float16 (see above). */
+export function conv2d(
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  opts: { stride?: number | number[]; padding?: number | number[] },
+): Tensor {
+  if (!upcast(x)) return F.conv2d(x, w, b, opts);
+  const dt = x.dtype;
+  const x32 = x.to("float32");
+  const w32 = w.to("float32");
+  const b32 = b ? b.to("float32") : null;
+  const y = F.conv2d(x32, w32, b32, opts);
+  x32.dispose();
+  w32.dispose();
+  b32?.dispose();
+  const out = y.to(dt);
+  y.dispose();
+  return out;
+}
