@@ -45,7 +45,7 @@ export async function demo(opts: { steps: number }): Promise<void> {
     { hasImage: true },
   );
   const ids = tokenizer.encodeWithImages(segs.map((x) => x.text).join(""));
-  const promptLen = pipe.encodePrompt(question, true).length;
+  const promptLen = pipe.encode(pipe.questionPrompt(question, true)).length;
   const labels = ids.map((t, i) => (i < promptLen || t < 0 ? IGNORE_INDEX : t));
   model.visionTower.requiresGrad_(false);
   const trainable = model.parameters().filter((p) => p.requiresGrad);
@@ -82,7 +82,7 @@ export async function demo(opts: { steps: number }): Promise<void> {
     { maxNewTokens: 16 },
   );
   console.log(
-    `Q: ${question}\nA: ${JSON.stringify(reply.text)}  (ids ${reply.ids.join(" ")}; expected after training: ${JSON.stringify(answer)})`,
+    `Q: ${question}\nA: ${JSON.stringify(reply.text)}  (ids ${reply.tokens.join(" ")}; expected after training: ${JSON.stringify(answer)})`,
   );
   opt.dispose();
   pipe.dispose();

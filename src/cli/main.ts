@@ -13,9 +13,13 @@ program
     "print the tinyllava and libtorch versions",
   )
   .option("--threads <n>", "libtorch/OpenBLAS threads (default: all cores, or TINYLLAVA_NUM_THREADS)")
+  .option("--debug", "print stack traces of errors")
   .hook("preAction", async (cmd) => {
     const t = cmd.opts().threads;
-    if (t !== undefined) (await import("../torch/runtime.js")).setNumThreads(Number(t));
+    if (t !== undefined) {
+      const { int } = await import("./options.js");
+      (await import("../torch/runtime.js")).setNumThreads(int("--threads", t, { min: 1 }));
+    }
   });
 
 program
@@ -29,21 +33,65 @@ program
   .option("--steps <n>", "training steps", "60")
   .action(async (o) => (await import("./demo.js")).demo({ steps: Number(o.steps) }));
 
-program
-  .command("predict")
-  .description("answer a question about an image with a TinyLLaVA model folder (greedy decoding)")
-  .requiredOption("-m, --model <dir>", "model folder (config.json + safetensors + tokenizer)")
-  .option("-i, --image <path>", "image file (PNG, JPEG, WebP, GIF)")
-  .requiredOption("-p, --prompt <text>", "the question")
-  .option("--max-new-tokens <n>", "maximum tokens to generate", "64")
-  .option("--dtype <dtype>", "float32, bfloat16, float16 or float64", "float32")
-  .option(
-    "--template <name>",
-    "conversation template (phi, qwen2_base, qwen2_instruct, llama, gemma, raw); default from the LLM family",
+const generationFlags = (c: Command) =>
+  c
+    .requiredOption("-m, --model <dir>", "model folder (config.json + safetensors + tokenizer)")
+    .option("-i, --image <path>", "image file (PNG, JPEG, WebP, GIF)")
+    .option(
+      "--template <name>",
+      "conversation template (phi, qwen2_base, qwen2_instruct, llama, gemma, pretrain, raw); default: the checkpoint's / the LLM family's",
+    )
+    .option("--max-new-tokens <n>", "most tokens to generate", "512")
+    .option("--temperature <t>", "sampling temperature (0 or unset: greedy)")
+    .option("--top-p <p>", "nucleus sampling: keep the smallest set of tokens with probability ≥ p")
+    .option("--top-k <k>", "sample among the k most likely tokens")
+    .option("--repetition-penalty <r>", "HF's repetition penalty (> 1 discourages repeats)")
+    .option("--num-beams <n>", "beam search with n beams")
+    .option("--seed <s>", "random seed for sampling (same seed, same text)")
+    .option("--stop <text...>", "extra stop strings")
+    .option("--dtype <dtype>", "float32, bfloat16, float16 or float64", "float32")
+    .option("--quantize <kind>", "weight-only quantisation of the language model at load time: int8")
+    .option("--image-aspect <mode>", "square (resize) or pad (expand to square with the mean colour first)");
+
+generationFlags(
+  program
+    .command("generate")
+    .description("answer a question about an image (streamed), or print one JSON object with --json"),
+)
+  .requiredOption(
+    "-p, --prompt <text>",
+    "the question (with --template raw: the whole prompt; <image> marks the image)",
   )
-  .action(async (o) => (await import("./predict.js")).predict(o));
+  .option("--json", "print {text, tokens, finish_reason, timings} instead of streaming")
+  .action(async (o) => (await import("./generate.js")).generateCommand(o));
+
+generationFlags(
+  program.command("chat").description("multi-turn chat about an image: /image PATH, /reset, /exit"),
+).action(async (o) => (await import("./chat.js")).chatCommand(o));
+
+program
+  .command("eval")
+  .description("score benchmark answers with the official rules (eval score), report a model (eval report)")
+  .helpOption(false)
+  .allowUnknownOption()
+  .argument("[args...]", "score|report and their options (tinyllava eval score --help)")
+  .action(async (args: string[]) => (await import("./eval.js")).evalCommand(args));
+
+program
+  .command("export")
+  .description("export the language model to another format: gguf (llama.cpp)")
+  .argument("<format>", "gguf")
+  .requiredOption("-m, --model <dir>", "TinyLLaVA model folder (config.json + safetensors + tokenizer)")
+  .requiredOption("-o, --out <file>", "output file (e.g. model.gguf)")
+  .option("--type <type>", "tensor type: f32, f16, bf16 or q8_0 (1-D tensors stay f32)", "f16")
+  .option("--name <name>", "general.name (default: the folder's name)")
+  .option("--tokenizer <dir>", "tokenizer folder (default: the model folder)")
+  .option("--tokenizer-pre <name>", "llama.cpp pre-tokenizer name when it cannot be detected (qwen2, gpt-2, llama-bpe)")
+  .action(async (format, o) => (await import("./export.js")).exportCommand(format, o));
 
 program.parseAsync(process.argv).catch((e: Error) => {
-  console.error(`tinyllava: ${e.name && e.name !== "Error" ? `${e.name}: ` : ""}${e.message}`);
-  process.exit(1);
+  // one clear line; the stack only with --debug
+  if (program.opts().debug) console.error(e);
+  else console.error(`tinyllava: ${e.name && e.name !== "Error" ? `${e.name}: ` : ""}${e.message}`);
+  process.exit(e.name === "UsageError" ? 2 : 1);
 });

@@ -20,9 +20,18 @@ import { SafetensorsCheckpoint } from "../torch/safetensors.js";
 import { canonicalKey } from "./checkpoint.js";
 import { TinyLlava } from "./tinyllava.js";
 
+export interface LoadProgress {
+  /** bytes of weights read so far / in all the folder's files */
+  loadedBytes: number;
+  totalBytes: number;
+  tensors: number;
+}
+
 export interface LoadOptions {
   /** compute dtype (float32 default; bfloat16, float16, float64) */
   dtype?: DType;
+  /** called after each tensor is loaded */
+  onProgress?: (p: LoadProgress) => void;
 }
 
 export function readJson(path: string): Json {
@@ -66,24 +75,34 @@ function loadInto(
   rename: (k: string) => string | null,
   dtype: DType,
   skipPrefixes: string[] = [],
+  onProgress?: (p: LoadProgress) => void,
 ): void {
   const own = model.stateDict();
   const seen = new Set<string>();
   const unexpected: string[] = [];
+  const keys = ck.keys();
+  const size = (k: string) => {
+    const i = ck.info(k);
+    return i ? i.end - i.start : 0;
+  };
+  const totalBytes = keys.reduce((a, k) => a + size(k), 0);
+  let loadedBytes = 0;
   noGrad(() => {
-    for (const key of ck.keys()) {
+    for (const [n, key] of keys.entries()) {
       const name = rename(key);
-      if (name === null) continue;
-      const target = own.get(name);
-      if (!target) {
-        unexpected.push(key);
-        continue;
+      loadedBytes += size(key);
+      if (name !== null) {
+        const target = own.get(name);
+        if (!target) unexpected.push(key);
+        else {
+          checkShape(`${dir}: `, key, ck.info(key)!.shape, target.shape);
+          const v = ck.get(key, dtype);
+          target.copy_(v);
+          v.dispose();
+          seen.add(name);
+        }
       }
-      checkShape(`${dir}: `, key, ck.info(key)!.shape, target.shape);
-      const v = ck.get(key, dtype);
-      target.copy_(v);
-      v.dispose();
-      seen.add(name);
+      onProgress?.({ loadedBytes, totalBytes, tensors: n + 1 });
     }
   });
   const expected = [...own.keys()].filter((k) => !skipPrefixes.some((p) => k.startsWith(p)));
@@ -117,7 +136,7 @@ export function loadTinyLlava(dir: string, opts: LoadOptions = {}): TinyLlava {
       const c = canonicalKey(k);
       return tied && c === "language_model.lm_head.weight" ? null : c;
     };
-    loadInto(model, ck, dir, rename, dtype);
+    loadInto(model, ck, dir, rename, dtype, [], opts.onProgress);
     return model;
   });
 }

@@ -33,9 +33,22 @@ function uniform(t: Tensor, bound: number): Tensor {
   return initEnabled ? t.uniform_(-bound, bound) : t;
 }
 
+/** Weight-only int8: the weight as int8 rows with one float32 scale per row (w ≈ q · scale). */
+export interface Int8Weight {
+  q: Tensor;
+  scale: Tensor;
+}
+
+/** Rows of x in a [..., features] tensor, without reading its data. */
+function rowsOf(x: Tensor, features: number): number {
+  return x.numel() / features;
+}
+
 export class Linear extends Module {
-  readonly weight: Tensor;
+  weight: Tensor;
   readonly bias: Tensor | null;
+  /** set by quantizeInt8(): then `weight` is the int8 tensor and this holds its scales */
+  int8: Int8Weight | null = null;
   constructor(
     readonly inFeatures: number,
     readonly outFeatures: number,
@@ -49,18 +62,46 @@ export class Linear extends Module {
       opts.bias === false ? null : this.registerParameter("bias", uniform(empty([outFeatures], co(opts)), bound));
   }
   forward(x: Tensor): Tensor {
-    return lowp.linear(x, this.weight, this.bias);
+    return linearWith(x, this.weight, this.int8, this.bias);
+  }
+  /** Replaces the weight by int8 rows + per-row float32 scales (symmetric, max|w|/127); frees the original. */
+  quantizeInt8(): void {
+    if (this.int8) return;
+    const { q, scale } = lowp.quantizeInt8(this.weight);
+    this.int8 = { q, scale };
+    this.replaceParameterWithBuffers("weight", { weight: q, weight_scale: scale });
+    this.weight = q;
   }
 }
 
+/** x·wᵀ + b for a float weight or an int8 one: the fused kernel for a few rows (decoding), else libtorch (int8
+ * dequantised to the compute dtype first). */
+export function linearWith(x: Tensor, weight: Tensor, int8: Int8Weight | null, bias: Tensor | null): Tensor {
+  if (rowsOf(x, weight.size(1)) <= 8 && x.dtype !== "float64") {
+    const y = lowp.linearSmall(x, int8 ? int8.q : weight, int8 ? int8.scale : null, bias);
+    if (y) return y;
+  }
+  if (!int8) return lowp.linear(x, weight, bias);
+  const wd = lowp.dequantizeInt8(int8, x.dtype === "float64" ? "float64" : "float32");
+  const y = lowp.linear(x.dtype === "float64" ? x : x.to("float32"), wd, bias);
+  wd.dispose();
+  if (y.dtype === x.dtype) return y;
+  const out = y.to(x.dtype);
+  y.dispose();
+  return out;
+}
+
 export class Embedding extends Module {
-  readonly weight: Tensor;
+  weight: Tensor;
+  int8: Int8Weight | null = null;
+  readonly dtype: DType;
   constructor(
     readonly numEmbeddings: number,
     readonly embeddingDim: number,
     opts: LayerOptions & { paddingIdx?: number } = {},
   ) {
     super();
+    this.dtype = opts.dtype ?? "float32";
     this.weight = this.registerParameter(
       "weight",
       initEnabled
@@ -69,7 +110,20 @@ export class Embedding extends Module {
     );
   }
   forward(ids: Tensor): Tensor {
-    return F.embedding(this.weight, ids);
+    if (!this.int8) return F.embedding(this.weight, ids);
+    // rows of q times their scale, in the model's dtype
+    const rows = F.embedding(this.int8.q, ids)
+      .to("float32")
+      .mul(F.embedding(this.int8.scale.unsqueeze(1), ids));
+    return this.dtype === "float32" ? rows : rows.to(this.dtype);
+  }
+  /** int8 rows with per-row scales (the same rows serve a tied lm_head: per-row = per-output-channel there). */
+  quantizeInt8(): void {
+    if (this.int8) return;
+    const { q, scale } = lowp.quantizeInt8(this.weight);
+    this.int8 = { q, scale };
+    this.replaceParameterWithBuffers("weight", { weight: q, weight_scale: scale });
+    this.weight = q;
   }
 }
 

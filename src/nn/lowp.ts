@@ -6,7 +6,8 @@
 // computes. Autograd flows through the casts, so training works the same way.
 import { readFileSync } from "node:fs";
 import * as F from "../torch/functional.js";
-import type { Tensor } from "../torch/tensor.js";
+import { native } from "../torch/native.js";
+import { Tensor } from "../torch/tensor.js";
 
 let nativeBf16: boolean | null = null;
 
@@ -82,5 +83,28 @@ export function conv2d(
   b32?.dispose();
   const out = y.to(dt);
   y.dispose();
+  return out;
+}
+
+/** The fused decode product (native/src/kernels.cpp): x [..., K] with at most 8 rows, w [N, K] in float32, bfloat16,
+ * float16 or int8 (with per-row `scale`), accumulated in float32. null when the kernel does not cover the case. */
+export function linearSmall(x: Tensor, w: Tensor, scale: Tensor | null, bias: Tensor | null): Tensor | null {
+  const h = native.linearSmall(x.handle, w.handle, scale?.handle ?? null, bias?.handle ?? null);
+  return h === undefined ? null : Tensor.wrap(h);
+}
+
+/** Symmetric per-row int8 quantisation: [q int8 [N, K], scale float32 [N]] with w ≈ q · scale. */
+export function quantizeInt8(w: Tensor): { q: Tensor; scale: Tensor } {
+  const [q, scale] = native.quantizeInt8(w.handle);
+  return { q: Tensor.wrap(q), scale: Tensor.wrap(scale) };
+}
+
+/** q · scale as a float tensor of `dtype`. */
+export function dequantizeInt8(w: { q: Tensor; scale: Tensor }, dtype: "float32" | "float64"): Tensor {
+  const f = w.q.to(dtype);
+  const s = dtype === "float32" ? w.scale.unsqueeze(1) : w.scale.to(dtype).unsqueeze(1);
+  const out = f.mul(s);
+  f.dispose();
+  s.dispose();
   return out;
 }

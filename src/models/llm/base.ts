@@ -5,7 +5,7 @@
 import type { TextConfig } from "../../config/index.js";
 import { type Activation, getActivation } from "../../nn/activations.js";
 import { KVCache } from "../../nn/kv-cache.js";
-import { Embedding, LayerNorm, Linear, RMSNorm } from "../../nn/layers.js";
+import { Embedding, LayerNorm, Linear, linearWith, RMSNorm } from "../../nn/layers.js";
 import * as lowp from "../../nn/lowp.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { RotaryEmbedding } from "../../nn/rope.js";
@@ -331,7 +331,8 @@ export class CausalLM extends Module {
 
   logits(hidden: Tensor): Tensor {
     if (this.lmHead) return this.lmHead.forward(hidden);
-    return lowp.linear(hidden, this.model.embedTokens.weight);
+    const e = this.model.embedTokens;
+    return linearWith(hidden, e.weight, e.int8, null);
   }
 
   forward(args: LMForwardArgs): Tensor {

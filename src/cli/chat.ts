@@ -1,0 +1,82 @@
+// `tinyllava chat`: a multi-turn REPL about an image with streamed answers. /image PATH starts a new conversation
+// about another image (as Factory's demo), /reset forgets the conversation, /exit (or Ctrl-D) leaves; Ctrl-C stops
+// the answer being generated.
+import { existsSync } from "node:fs";
+import { createInterface } from "node:readline/promises";
+import { askOptions, type GenerateFlags, loadPipeline } from "./generate.js";
+import { UsageError } from "./options.js";
+
+export async function chatCommand(o: Partial<GenerateFlags> & { model: string }): Promise<void> {
+  const ask = askOptions(o);
+  if (o.image !== undefined && !existsSync(o.image)) throw new UsageError(`--image ${o.image}: file not found`);
+  const pipe = loadPipeline(o);
+  const session = pipe.chat(o.image ?? null);
+  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
+  const say = (s: string) => process.stdout.write(s);
+  say(
+    `tinyllava chat (${pipe.template} template${o.image ? `, image ${o.image}` : ", no image"}); /image PATH, /reset, /exit\n`,
+  );
+  let current: AbortController | null = null;
+  rl.on("SIGINT", () => {
+    if (current) current.abort();
+    else rl.close();
+  });
+  try {
+    for (;;) {
+      let line: string;
+      try {
+        line = await rl.question("> ");
+      } catch {
+        break; // closed (Ctrl-D / end of input)
+      }
+      const text = line.trim();
+      if (text === "") continue;
+      if (text === "/exit" || text === "/quit") break;
+      if (text === "/reset") {
+        session.reset();
+        say("(conversation cleared)\n");
+        continue;
+      }
+      if (text.startsWith("/image")) {
+        const path = text.slice("/image".length).trim();
+        if (!path) {
+          say("usage: /image PATH\n");
+          continue;
+        }
+        if (!existsSync(path)) {
+          say(`error: ${path}: file not found\n`);
+          continue;
+        }
+        session.setImage(path);
+        say(`(new conversation about ${path})\n`);
+        continue;
+      }
+      if (text.startsWith("/")) {
+        say(`unknown command ${text.split(/\s/)[0]}; commands: /image PATH, /reset, /exit\n`);
+        continue;
+      }
+      current = new AbortController();
+      try {
+        let started = false;
+        const it = session.send(text, { ...ask, signal: current.signal });
+        for (;;) {
+          const r = await it.next();
+          if (r.done) break;
+          const d = started ? r.value : r.value.replace(/^\s+/, "");
+          if (d) {
+            started = true;
+            say(d);
+          }
+        }
+        say("\n");
+      } catch (e) {
+        say(`\nerror: ${(e as Error).message}\n`);
+      } finally {
+        current = null;
+      }
+    }
+  } finally {
+    rl.close();
+    pipe.dispose();
+  }
+}
