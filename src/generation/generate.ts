@@ -344,7 +344,8 @@ export class GenerationRun {
    * within the first numBeams ends a hypothesis scored sum / generatedLength ** lengthPenalty; done when numBeams
    * hypotheses are finished and (earlyStopping, or) no running beam can still beat the worst of them. */
   private *beamSteps(): Generator<StepEvent[], void, void> {
-    if (this.sampling.doSample) throw new GenerationError("beam search with sampling is not supported: use one or the other");
+    if (this.sampling.doSample)
+      throw new GenerationError("beam search with sampling is not supported: use one or the other");
     const nb = this.opts.numBeams as number;
     const lp = this.opts.lengthPenalty ?? 1;
     const early = this.opts.earlyStopping ?? false;
@@ -380,12 +381,21 @@ export class GenerationRun {
               lg.logSoftmax(-1),
               beams.map((b) => b.tokens),
               { ...this.sampling, doSample: false },
-            ).add(tensor(beams.map((b) => [b.score]), { dtype: "float32" }));
+            ).add(
+              tensor(
+                beams.map((b) => [b.score]),
+                { dtype: "float32" },
+              ),
+            );
             const keep = Math.max(2, 1 + this.eos.size) * nb;
             const top = scores.view(1, nb * V).topk(keep, -1);
             const v = top.values.toArray();
             const ix = top.indices.toArray();
-            return v.map((score, i) => ({ score, beam: Math.floor((ix[i] as number) / V), token: (ix[i] as number) % V }));
+            return v.map((score, i) => ({
+              score,
+              beam: Math.floor((ix[i] as number) / V),
+              token: (ix[i] as number) % V,
+            }));
           });
           logits.dispose();
           const next: { tokens: number[]; score: number; from: number; token: number }[] = [];
@@ -408,7 +418,12 @@ export class GenerationRun {
                 lm
                   .logits(
                     lm.hidden({
-                      inputsEmbeds: lm.embed(tensor(next.map((b) => [b.token]), { dtype: "int64" })),
+                      inputsEmbeds: lm.embed(
+                        tensor(
+                          next.map((b) => [b.token]),
+                          { dtype: "int64" },
+                        ),
+                      ),
                       positionIds: tensor(
                         next.map(() => [row.promptLength + step]),
                         { dtype: "int64" },

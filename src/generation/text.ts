@@ -15,6 +15,8 @@ export class IncrementalDecoder {
   private prefix = 0;
   private read = 0;
   private emitted = "";
+  /** consecutive pushes whose text ends in U+FFFD */
+  private broken = 0;
 
   constructor(
     private readonly tok: Decoder,
@@ -27,7 +29,11 @@ export class IncrementalDecoder {
     const opts = { skipSpecialTokens: this.skipSpecialTokens };
     const before = this.tok.decode(this.ids.slice(this.prefix, this.read), opts);
     const now = this.tok.decode(this.ids.slice(this.prefix), opts);
-    if (now.length > before.length && !now.endsWith("\uFFFD") && now.startsWith(before)) {
+    // a character is at most 4 bytes (4 byte tokens): an U+FFFD still there after that is invalid UTF-8 from the
+    // model, which the full decode shows too, so it is released
+    this.broken = now.endsWith("\uFFFD") ? this.broken + 1 : 0;
+    const incomplete = this.broken > 0 && this.broken < 4;
+    if (now.length > before.length && !incomplete && now.startsWith(before)) {
       const delta = now.slice(before.length);
       this.prefix = this.read;
       this.read = this.ids.length;
@@ -37,7 +43,7 @@ export class IncrementalDecoder {
     if (!now.startsWith(before)) {
       // the window's text changed shape (rare normalisation effects): fall back to the full decode
       const full = this.tok.decode(this.ids, opts);
-      if (!full.endsWith("\uFFFD") && full.startsWith(this.emitted)) {
+      if (!incomplete && full.startsWith(this.emitted)) {
         const delta = full.slice(this.emitted.length);
         this.prefix = Math.max(0, this.ids.length - 1);
         this.read = this.ids.length;

@@ -48,8 +48,15 @@ export function causalMask(attentionMask: Tensor | null, batch: number, L: numbe
           : -3.3895313892515355e38;
   const allowed = ones([L, S], { dtype: "bool" }).tril(past); // [L, S]
   let keep = allowed.unsqueeze(0).unsqueeze(0); // [1,1,L,S]
-  if (attentionMask) keep = keep.logicalAnd(attentionMask.to("bool").view(batch, 1, 1, S));
-  else keep = keep.expand(batch, 1, L, S);
+  if (attentionMask) {
+    keep = keep.logicalAnd(attentionMask.to("bool").view(batch, 1, 1, S));
+    // a padding query would see no key at all: its softmax (float32, where float64's lowest is −inf) would be NaN,
+    // and 0 · NaN reaches real rows through the values. It attends to itself instead (real queries always may).
+    const self = ones([L, S], { dtype: "bool" })
+      .tril(past)
+      .logicalAnd(ones([L, S], { dtype: "bool" }).triu(past));
+    keep = keep.logicalOr(self.unsqueeze(0).unsqueeze(0));
+  } else keep = keep.expand(batch, 1, L, S);
   return ones([1], { dtype }).mul(0).expand(batch, 1, L, S).maskedFill(keep.logicalNot(), lowest);
 }
 
@@ -123,16 +130,26 @@ export class Attention extends Module {
     // repeat_interleave would)
     const G = H / KV;
     const qg = G === 1 ? q : q.reshape(B, KV, G * L, D);
-    let scores = lowp.matmul(qg, k.transpose(-2, -1)).mul(1 / Math.sqrt(D)); // [B, KV, G·L, S]
-    if (mask) scores = G === 1 ? scores.add(mask) : scores.view(B, KV, G, L, S).add(mask.unsqueeze(1));
+    // scores are the biggest activations ([B, H, L, S]): scaled and masked in place, and freed as soon as the
+    // softmax has them, as PyTorch's refcounting frees HF's reassigned attn_weights (autograd needs neither)
+    const scores = lowp.matmul(qg, k.transpose(-2, -1)).mul_(1 / Math.sqrt(D)); // [B, KV, G·L, S]
+    if (mask) (G === 1 ? scores : scores.view(B, KV, G, L, S)).add_(G === 1 ? mask : mask.unsqueeze(1));
     // softmax in float32 as transformers' eager attention
-    const probs = scores
-      .softmax(-1, "float32")
-      .to(x.dtype)
-      .view(B, KV, G * L, S);
-    const attn = lowp.matmul(probs, v).view(B, H, L, D);
+    const probs = softmaxFreeing(scores, x.dtype);
+    const attn = lowp.matmul(probs.view(B, KV, G * L, S), v).view(B, H, L, D);
+    probs.dispose();
     return this.oProj.forward(attn.transpose(1, 2).reshape(B, L, H * D));
   }
+}
+
+/** softmax(scores) in float32, cast to `dtype`; `scores` (and the float32 copy) freed on the way. */
+export function softmaxFreeing(scores: Tensor, dtype: DType): Tensor {
+  const p32 = scores.softmax(-1, "float32");
+  scores.dispose();
+  if (p32.dtype === dtype) return p32;
+  const p = p32.to(dtype);
+  p32.dispose();
+  return p;
 }
 
 /** One layer's view of the cache. */

@@ -8,7 +8,7 @@ import * as lowp from "../../nn/lowp.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import type { DType } from "../../torch/dtype.js";
 import type { Tensor } from "../../torch/tensor.js";
-import { FcMLP } from "../llm/base.js";
+import { FcMLP, softmaxFreeing } from "../llm/base.js";
 
 class VisionAttention extends Module {
   readonly q: Linear;
@@ -34,12 +34,10 @@ class VisionAttention extends Module {
     const q = split(this.q.forward(x));
     const k = split(this.k.forward(x));
     const v = split(this.v.forward(x));
-    const probs = lowp
-      .matmul(q, k.transpose(-2, -1))
-      .mul(1 / Math.sqrt(D))
-      .softmax(-1, "float32")
-      .to(q.dtype);
+    // the scores ([B, H, L, L], the biggest activations) are scaled in place and freed once the softmax has them
+    const probs = softmaxFreeing(lowp.matmul(q, k.transpose(-2, -1)).mul_(1 / Math.sqrt(D)), q.dtype);
     const attn = lowp.matmul(probs, v);
+    probs.dispose();
     return this.out.forward(attn.transpose(1, 2).reshape(B, L, this.hidden));
   }
 }
