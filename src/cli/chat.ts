@@ -2,7 +2,7 @@
 // about another image (as Factory's demo), /reset forgets the conversation, /exit (or Ctrl-D) leaves; Ctrl-C stops
 // the answer being generated.
 import { existsSync } from "node:fs";
-import { createInterface } from "node:readline/promises";
+import { createInterface } from "node:readline";
 import { askOptions, type GenerateFlags, loadPipeline } from "./generate.js";
 import { UsageError } from "./options.js";
 
@@ -21,38 +21,37 @@ export async function chatCommand(o: Partial<GenerateFlags> & { model: string })
     if (current) current.abort();
     else rl.close();
   });
+  rl.setPrompt("> ");
+  rl.prompt();
   try {
-    for (;;) {
-      let line: string;
-      try {
-        line = await rl.question("> ");
-      } catch {
-        break; // closed (Ctrl-D / end of input)
-      }
+    // the line iterator buffers input that arrives while an answer is generated (piped stdin)
+    for await (const line of rl) {
       const text = line.trim();
-      if (text === "") continue;
+      if (text === "") {
+        rl.prompt();
+        continue;
+      }
       if (text === "/exit" || text === "/quit") break;
       if (text === "/reset") {
         session.reset();
         say("(conversation cleared)\n");
+        rl.prompt();
         continue;
       }
       if (text.startsWith("/image")) {
         const path = text.slice("/image".length).trim();
-        if (!path) {
-          say("usage: /image PATH\n");
-          continue;
+        if (!path) say("usage: /image PATH\n");
+        else if (!existsSync(path)) say(`error: ${path}: file not found\n`);
+        else {
+          session.setImage(path);
+          say(`(new conversation about ${path})\n`);
         }
-        if (!existsSync(path)) {
-          say(`error: ${path}: file not found\n`);
-          continue;
-        }
-        session.setImage(path);
-        say(`(new conversation about ${path})\n`);
+        rl.prompt();
         continue;
       }
       if (text.startsWith("/")) {
         say(`unknown command ${text.split(/\s/)[0]}; commands: /image PATH, /reset, /exit\n`);
+        rl.prompt();
         continue;
       }
       current = new AbortController();
@@ -74,6 +73,7 @@ export async function chatCommand(o: Partial<GenerateFlags> & { model: string })
       } finally {
         current = null;
       }
+      rl.prompt();
     }
   } finally {
     rl.close();
