@@ -1,6 +1,8 @@
 // Shared glue for the tinyllava Node-API addon: the tensor handle table and argument helpers.
-// Tensors live in a per-JS-thread table; JS holds a number = generation * 2^24 + slot, so a stale handle
-// (used after dispose) is detected instead of touching a reused slot.
+// Tensors live in a per-JS-thread table; JS holds a number (an integer below 2^53) that packs
+//   generation (21 bits) · 2^32 + table id (8 bits) · 2^24 + slot (24 bits),
+// so a stale handle (used after dispose) is detected instead of touching a reused slot, and a handle from another JS
+// thread's table (a worker's) is recognised as such. Every binding accepts any JS value: bad arguments throw JS errors.
 #pragma once
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -21,9 +23,13 @@ struct JsError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-constexpr double kSlotBits = 16777216.0;  // 2^24
+constexpr uint64_t kSlotBits = 24, kTableBits = 8, kGenBits = 21;
+constexpr uint32_t kSlotMask = (1u << kSlotBits) - 1, kTableMask = (1u << kTableBits) - 1, kGenMask = (1u << kGenBits) - 1;
 
 struct HandleTable {
+  HandleTable();
+  ~HandleTable();
+  uint32_t id = 0;  // 1..255; 0 when every id is taken (too many JS threads): wrap() then refuses
   std::vector<at::Tensor> slots;
   std::vector<uint32_t> gens;
   std::vector<int64_t> bytes;
@@ -34,15 +40,22 @@ struct HandleTable {
 };
 HandleTable& table();
 
+/** What a JS value is as a tensor handle of this thread. */
+enum class HandleKind { Live, Stale, OtherThread, Invalid };
+HandleKind classify(napi_env env, napi_value v, uint32_t* slot);
+
 napi_value wrap(napi_env env, at::Tensor t);
 at::Tensor& tensorAt(napi_env env, napi_value v);
 bool isNullish(napi_env env, napi_value v);
 at::Tensor optTensor(napi_env env, napi_value v);  // undefined tensor for null/undefined
-bool freeHandle(napi_env env, double h);
 void flushExternalMemory(napi_env env, bool force);
 
 double getNum(napi_env env, napi_value v);
-inline int64_t getInt(napi_env env, napi_value v) { return static_cast<int64_t>(getNum(env, v)); }
+int64_t getInt(napi_env env, napi_value v);        // a finite integer in int64 range, else a JS error
+uint64_t getU64(napi_env env, napi_value v);       // a finite integer in [0, 2^64), else a JS error
+uint32_t arrayLength(napi_env env, napi_value v, const char* what);  // throws unless v is an array
+napi_value element(napi_env env, napi_value arr, uint32_t i);
+napi_value property(napi_env env, napi_value obj, const char* name);  // undefined when absent; throws unless obj is an object
 bool getBool(napi_env env, napi_value v);
 std::string getStr(napi_env env, napi_value v);
 std::vector<int64_t> getIntList(napi_env env, napi_value v);
@@ -65,6 +78,7 @@ void defineFn(napi_env env, napi_value exports, const char* name, napi_callback 
 void registerCore(napi_env env, napi_value exports);
 void registerOps(napi_env env, napi_value exports);
 void registerOptim(napi_env env, napi_value exports);
+void registerKernels(napi_env env, napi_value exports);  // kernels.cpp: fused decode products
 void registerReference(napi_env env, napi_value exports);  // also aligns kernel choice: call before any op
 void installAllocator();
 void allocatorStats(int64_t* allocated, int64_t* cached, int64_t* peak, int64_t* blocks);

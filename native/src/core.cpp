@@ -10,13 +10,34 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/version.h>
 
+#include <cstdio>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
 
 #include "common.h"
 
 namespace tl {
+
+// Table ids: one per JS thread that uses the engine (the main thread and each worker), released when the thread ends,
+// so a handle that travelled to another thread is recognised there.
+static std::mutex tableIdsMutex;
+static bool tableIdsUsed[1u << kTableBits] = {true};  // id 0 is never handed out
+
+HandleTable::HandleTable() {
+  std::lock_guard<std::mutex> lock(tableIdsMutex);
+  for (uint32_t i = 1; i <= kTableMask; i++)
+    if (!tableIdsUsed[i]) {
+      tableIdsUsed[i] = true;
+      id = i;
+      return;
+    }
+}
+HandleTable::~HandleTable() {
+  std::lock_guard<std::mutex> lock(tableIdsMutex);
+  if (id) tableIdsUsed[id] = false;
+}
 
 HandleTable& table() {
   thread_local HandleTable t;
@@ -34,14 +55,21 @@ void flushExternalMemory(napi_env env, bool force) {
   }
 }
 
+static inline double encode(uint32_t gen, uint32_t tableId, uint32_t slot) {
+  return static_cast<double>((static_cast<uint64_t>(gen) << (kSlotBits + kTableBits)) |
+                             (static_cast<uint64_t>(tableId) << kSlotBits) | slot);
+}
+
 napi_value wrap(napi_env env, at::Tensor t) {
   auto& tb = table();
+  if (tb.id == 0)
+    throw JsError("too many JS threads use the engine at once (at most " + std::to_string(kTableMask) + ")");
   uint32_t slot;
   if (!tb.freeList.empty()) {
     slot = tb.freeList.back();
     tb.freeList.pop_back();
   } else {
-    if (tb.slots.size() >= (1u << 24)) throw JsError("too many live tensors (16M): dispose tensors or use scopes");
+    if (tb.slots.size() > kSlotMask) throw JsError("too many live tensors (16M): dispose tensors or use scopes");
     slot = static_cast<uint32_t>(tb.slots.size());
     tb.slots.emplace_back();
     tb.gens.push_back(1);
@@ -55,35 +83,64 @@ napi_value wrap(napi_env env, at::Tensor t) {
   tb.live++;
   if (tb.pendingBytes > (8 << 20)) flushExternalMemory(env, false);
   napi_value out;
-  napi_create_double(env, tb.gens[slot] * kSlotBits + slot, &out);
+  napi_create_double(env, encode(tb.gens[slot], tb.id, slot), &out);
   return out;
 }
 
-static inline bool decode(double h, uint32_t* slot, uint32_t* gen) {
-  if (!(h >= 0)) return false;
-  uint64_t v = static_cast<uint64_t>(h);
-  *slot = static_cast<uint32_t>(v & 0xFFFFFF);
-  *gen = static_cast<uint32_t>(v >> 24);
-  return true;
+HandleKind classify(napi_env env, napi_value v, uint32_t* slot) {
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok || type != napi_number) return HandleKind::Invalid;
+  double h;
+  if (napi_get_value_double(env, v, &h) != napi_ok) return HandleKind::Invalid;
+  if (h == -1) return HandleKind::Stale;  // what a Tensor object holds once disposed
+  // an integer in [2^32, 2^53): generation ≥ 1 and table id ≥ 1 (NaN, ±Infinity, fractions, negatives fail here)
+  if (!(h >= 4294967296.0 && h < 9007199254740992.0) || std::floor(h) != h) return HandleKind::Invalid;
+  const uint64_t bits = static_cast<uint64_t>(h);
+  const uint32_t s = static_cast<uint32_t>(bits & kSlotMask);
+  const uint32_t tid = static_cast<uint32_t>((bits >> kSlotBits) & kTableMask);
+  const uint32_t gen = static_cast<uint32_t>(bits >> (kSlotBits + kTableBits));
+  auto& tb = table();
+  if (tid == 0) return HandleKind::Invalid;
+  if (tid != tb.id) return HandleKind::OtherThread;
+  if (s >= tb.slots.size() || tb.gens[s] != gen || !tb.slots[s].defined()) return HandleKind::Stale;
+  *slot = s;
+  return HandleKind::Live;
 }
+
+static const char* const kOtherThread =
+    "tensor belongs to another JS thread (each worker has its own tensors: pass tensors between threads as data, as "
+    "EngineWorker does)";
 
 at::Tensor& tensorAt(napi_env env, napi_value v) {
-  double h;
-  if (napi_get_value_double(env, v, &h) != napi_ok) throw JsError("expected a tensor handle");
-  uint32_t slot, gen;
-  auto& tb = table();
-  if (!decode(h, &slot, &gen) || slot >= tb.slots.size() || tb.gens[slot] != gen || !tb.slots[slot].defined())
-    throw JsError("tensor was used after dispose() (or belongs to another thread)");
-  return tb.slots[slot];
+  uint32_t slot = 0;
+  switch (classify(env, v, &slot)) {
+    case HandleKind::Live:
+      return table().slots[slot];
+    case HandleKind::Stale:
+      throw JsError("tensor was used after dispose()");
+    case HandleKind::OtherThread:
+      throw JsError(kOtherThread);
+    default:
+      throw JsError("expected a tensor handle");
+  }
 }
 
-bool freeHandle(napi_env env, double h) {
-  uint32_t slot, gen;
+/** Frees a live handle (true); false for a stale one (dispose is idempotent); throws for anything else. */
+static bool freeValue(napi_env env, napi_value v) {
+  uint32_t slot = 0;
+  switch (classify(env, v, &slot)) {
+    case HandleKind::Live:
+      break;
+    case HandleKind::Stale:
+      return false;
+    case HandleKind::OtherThread:
+      throw JsError(kOtherThread);
+    default:
+      throw JsError("expected a tensor handle");
+  }
   auto& tb = table();
-  if (!decode(h, &slot, &gen) || slot >= tb.slots.size() || tb.gens[slot] != gen) return false;
-  if (!tb.slots[slot].defined()) return false;
   tb.slots[slot] = at::Tensor();
-  tb.gens[slot] = (tb.gens[slot] + 1) & 0x1FFFFFFF;
+  tb.gens[slot] = (tb.gens[slot] + 1) & kGenMask;
   if (tb.gens[slot] == 0) tb.gens[slot] = 1;
   tb.pendingBytes -= tb.bytes[slot];
   tb.liveBytes -= tb.bytes[slot];
@@ -114,6 +171,53 @@ double getNum(napi_env env, napi_value v) {
   return d;
 }
 
+static std::string numStr(double d) {
+  if (std::isnan(d)) return "NaN";
+  if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", d);
+  return buf;
+}
+
+int64_t getInt(napi_env env, napi_value v) {
+  const double d = getNum(env, v);
+  // int64 holds [-2^63, 2^63); a double ≥ 2^63 or a fraction is refused rather than cast (undefined behaviour)
+  if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) || std::floor(d) != d)
+    throw JsError("expected an integer, got " + numStr(d));
+  return static_cast<int64_t>(d);
+}
+
+uint64_t getU64(napi_env env, napi_value v) {
+  const double d = getNum(env, v);
+  if (!(d >= 0 && d < 18446744073709551616.0) || std::floor(d) != d)
+    throw JsError("expected a non-negative integer below 2^64, got " + numStr(d));
+  return static_cast<uint64_t>(d);
+}
+
+uint32_t arrayLength(napi_env env, napi_value v, const char* what) {
+  bool isArr = false;
+  uint32_t n = 0;
+  if (napi_is_array(env, v, &isArr) != napi_ok || !isArr || napi_get_array_length(env, v, &n) != napi_ok)
+    throw JsError(std::string("expected an array (") + what + ")");
+  return n;
+}
+
+napi_value element(napi_env env, napi_value arr, uint32_t i) {
+  napi_value e;
+  if (napi_get_element(env, arr, i, &e) != napi_ok) throw JsError("could not read array element " + std::to_string(i));
+  return e;
+}
+
+napi_value property(napi_env env, napi_value obj, const char* name) {
+  napi_valuetype t;
+  if (napi_typeof(env, obj, &t) != napi_ok || (t != napi_object && t != napi_function))
+    throw JsError(std::string("expected an object with \"") + name + "\"");
+  napi_value v;
+  if (napi_get_named_property(env, obj, name, &v) != napi_ok)
+    throw JsError(std::string("could not read property \"") + name + "\"");
+  return v;
+}
+
 bool getBool(napi_env env, napi_value v) {
   bool b;
   if (napi_get_value_bool(env, v, &b) != napi_ok) {
@@ -132,33 +236,20 @@ std::string getStr(napi_env env, napi_value v) {
 }
 
 std::vector<int64_t> getIntList(napi_env env, napi_value v) {
-  bool isArr;
+  bool isArr = false;
   napi_is_array(env, v, &isArr);
   if (!isArr) return {getInt(env, v)};
-  uint32_t n;
-  napi_get_array_length(env, v, &n);
+  const uint32_t n = arrayLength(env, v, "integers");
   std::vector<int64_t> out(n);
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value e;
-    napi_get_element(env, v, i, &e);
-    out[i] = getInt(env, e);
-  }
+  for (uint32_t i = 0; i < n; i++) out[i] = getInt(env, element(env, v, i));
   return out;
 }
 
 std::vector<at::Tensor> getTensorList(napi_env env, napi_value v) {
-  bool isArr;
-  napi_is_array(env, v, &isArr);
-  if (!isArr) throw JsError("expected an array of tensors");
-  uint32_t n;
-  napi_get_array_length(env, v, &n);
+  const uint32_t n = arrayLength(env, v, "tensors");
   std::vector<at::Tensor> out;
   out.reserve(n);
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value e;
-    napi_get_element(env, v, i, &e);
-    out.push_back(tensorAt(env, e));
-  }
+  for (uint32_t i = 0; i < n; i++) out.push_back(tensorAt(env, element(env, v, i)));
   return out;
 }
 
@@ -240,33 +331,44 @@ c10::optional<at::Generator> genOf(napi_env env, napi_value v) {
 
 using namespace tl;
 
-TL_FN(freeTensor) {
+TL_FN(freeTensor) {  // (h) -> true if freed, false if already disposed; throws for a non-handle or another thread's
   TL_ARGS(1);
-  double h;
-  napi_get_value_double(env, argv[0], &h);
-  return boolean(env, freeHandle(env, h));
+  TL_TRY return boolean(env, freeValue(env, argv[0]));
+  TL_CATCH
 }
 
 TL_FN(freeMany) {
   TL_ARGS(1);
-  uint32_t n;
-  napi_get_array_length(env, argv[0], &n);
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value e;
-    napi_get_element(env, argv[0], i, &e);
-    double h;
-    if (napi_get_value_double(env, e, &h) == napi_ok) freeHandle(env, h);
-  }
+  TL_TRY const uint32_t n = arrayLength(env, argv[0], "tensor handles");
+  for (uint32_t i = 0; i < n; i++) freeValue(env, element(env, argv[0], i));
   return undef(env);
+  TL_CATCH
 }
 
-TL_FN(isAlive) {
+TL_FN(isAlive) {  // any value: true only for a live handle of this thread
   TL_ARGS(1);
-  double h;
-  napi_get_value_double(env, argv[0], &h);
-  uint32_t slot = static_cast<uint64_t>(h) & 0xFFFFFF, gen = static_cast<uint64_t>(h) >> 24;
+  uint32_t slot = 0;
+  return boolean(env, classify(env, argv[0], &slot) == HandleKind::Live);
+}
+
+// replaceData(dst, src): dst's tensor takes src's data (dtype, shape, storage) in place — PyTorch's
+// `param.data = src` (Variable::set_data). The libtorch tensor keeps its identity, so optimisers and every other
+// holder of it see the new data; requires_grad and autograd metadata stay.
+TL_FN(replaceData) {
+  TL_ARGS(2);
+  TL_TRY uint32_t slot = 0;
+  if (classify(env, argv[0], &slot) != HandleKind::Live) tensorAt(env, argv[0]);  // throws the right error
+  at::Tensor src = T(1);
   auto& tb = table();
-  return boolean(env, slot < tb.slots.size() && tb.gens[slot] == gen && tb.slots[slot].defined());
+  at::Tensor& dst = tb.slots[slot];
+  if (src.is_same(dst)) return undef(env);
+  dst.set_data(src.detach());
+  const int64_t nb = dst.has_storage() ? static_cast<int64_t>(dst.numel() * dst.element_size()) : 0;
+  tb.pendingBytes += nb - tb.bytes[slot];
+  tb.liveBytes += nb - tb.bytes[slot];
+  tb.bytes[slot] = nb;
+  return undef(env);
+  TL_CATCH
 }
 
 // ---- creation ----
@@ -329,26 +431,53 @@ TL_FN(normal_) {
 }
 TL_FN(generatorCreate) {
   TL_ARGS(1);
-  TL_TRY auto& g = generators();
-  g.push_back(std::make_unique<at::Generator>(at::detail::createCPUGenerator(static_cast<uint64_t>(D(0)))));
+  TL_TRY const uint64_t seed = getU64(env, argv[0]);
+  auto& g = generators();
+  g.push_back(std::make_unique<at::Generator>(at::detail::createCPUGenerator(seed)));
   return num(env, g.size() - 1);
   TL_CATCH
 }
 TL_FN(generatorSeed) {
   TL_ARGS(2);
-  TL_TRY auto g = genOf(env, argv[0]);
+  TL_TRY if (isNullish(env, argv[0])) throw JsError("expected a generator id");
+  auto g = genOf(env, argv[0]);
+  const uint64_t seed = getU64(env, argv[1]);
   std::lock_guard<std::mutex> lock(g->mutex());
-  g->set_current_seed(static_cast<uint64_t>(D(1)));
+  g->set_current_seed(seed);
   return undef(env);
   TL_CATCH
 }
 TL_FN(manualSeed) {
   TL_ARGS(1);
-  TL_TRY auto g = at::detail::getDefaultCPUGenerator();
+  TL_TRY const uint64_t seed = getU64(env, argv[0]);
+  auto g = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(g.mutex());
-  g.set_current_seed(static_cast<uint64_t>(D(0)));
+  g.set_current_seed(seed);
   return undef(env);
   TL_CATCH
+}
+
+/** Byte length and data of a TypedArray (any element type). */
+static size_t typedArrayBytes(napi_env env, napi_value v, void** data) {
+  napi_typedarray_type tt;
+  size_t count = 0, off = 0;
+  napi_value ab;
+  if (napi_get_typedarray_info(env, v, &tt, &count, data, &ab, &off) != napi_ok) throw JsError("unreadable TypedArray");
+  static const size_t sizes[] = {1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8};  // napi_int8_array … napi_biguint64_array
+  const size_t i = static_cast<size_t>(tt);
+  if (i >= sizeof sizes / sizeof sizes[0]) throw JsError("unsupported TypedArray type");
+  return count * sizes[i];
+}
+
+/** Bytes of a tensor of `shape` and `dt`, refusing negative sizes and overflow. */
+static size_t byteSize(const std::vector<int64_t>& shape, at::ScalarType dt) {
+  uint64_t n = c10::elementSize(dt);
+  for (auto s : shape) {
+    if (s < 0) throw JsError("negative dimension " + std::to_string(s));
+    if (s != 0 && n > UINT64_MAX / static_cast<uint64_t>(s)) throw JsError("tensor size overflows");
+    n *= static_cast<uint64_t>(s);
+  }
+  return static_cast<size_t>(n);
 }
 
 // fromBuffer(typedArrayOrBuffer, dtype, shape, device): copies the bytes into a new tensor.
@@ -360,25 +489,19 @@ TL_FN(fromBuffer) {
   napi_is_typedarray(env, argv[0], &isTa);
   napi_is_buffer(env, argv[0], &isBuf);
   napi_is_arraybuffer(env, argv[0], &isAb);
-  if (isTa) {
-    napi_typedarray_type tt;
-    size_t count, off;
-    napi_value ab;
-    napi_get_typedarray_info(env, argv[0], &tt, &count, &data, &ab, &off);
-    static const size_t sizes[] = {1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8};
-    len = count * sizes[tt];
-  } else if (isBuf) {
-    napi_get_buffer_info(env, argv[0], &data, &len);
+  if (isBuf) {
+    if (napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) throw JsError("fromBuffer: unreadable Buffer");
+  } else if (isTa) {
+    len = typedArrayBytes(env, argv[0], &data);
   } else if (isAb) {
-    napi_get_arraybuffer_info(env, argv[0], &data, &len);
+    if (napi_get_arraybuffer_info(env, argv[0], &data, &len) != napi_ok)
+      throw JsError("fromBuffer: unreadable ArrayBuffer");
   } else {
     throw JsError("fromBuffer: expected a TypedArray, Buffer or ArrayBuffer");
   }
   auto dt = dtypeOf(I(1));
   auto shape = IL(2);
-  int64_t n = 1;
-  for (auto s : shape) n *= s;
-  size_t need = static_cast<size_t>(n) * c10::elementSize(dt);
+  const size_t need = byteSize(shape, dt);
   if (need != len)
     throw JsError("fromBuffer: shape needs " + std::to_string(need) + " bytes but the buffer has " + std::to_string(len));
   auto t = at::empty(shape, at::TensorOptions().dtype(dt));
@@ -406,19 +529,17 @@ TL_FN(toBuffer) {
 TL_FN(copyInto) {
   TL_ARGS(2);
   TL_TRY auto t = T(0).detach().to(at::kCPU).contiguous();
-  void* data;
-  size_t len;
-  napi_typedarray_type tt;
-  size_t count, off;
-  napi_value ab;
-  bool isBuf;
+  void* data = nullptr;
+  size_t len = 0;
+  bool isBuf = false, isTa = false;
   napi_is_buffer(env, argv[1], &isBuf);
+  napi_is_typedarray(env, argv[1], &isTa);
   if (isBuf) {
-    napi_get_buffer_info(env, argv[1], &data, &len);
+    if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) throw JsError("copyInto: unreadable Buffer");
+  } else if (isTa) {
+    len = typedArrayBytes(env, argv[1], &data);
   } else {
-    napi_get_typedarray_info(env, argv[1], &tt, &count, &data, &ab, &off);
-    static const size_t sizes[] = {1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8};
-    len = count * sizes[tt];
+    throw JsError("copyInto: expected a TypedArray or Buffer as the destination");
   }
   size_t need = t.numel() * t.element_size();
   if (len < need) throw JsError("copyInto: destination too small");
@@ -505,13 +626,32 @@ TL_FN(grad) {
   RET(g);
   TL_CATCH
 }
+static std::string shapeStr(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); i++) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// setGrad(t, g | null): as PyTorch's `t.grad = g`, which refuses a gradient of another shape (even a broadcastable
+// one: the optimiser would apply it as is), dtype or device.
 TL_FN(setGrad) {
   TL_ARGS(2);
-  TL_TRY auto& t = T(0);
-  if (isNullish(env, argv[1]))
+  TL_TRY at::Tensor t = T(0);
+  if (isNullish(env, argv[1])) {
     t.mutable_grad().reset();
-  else
-    t.mutable_grad() = T(1).detach();
+    return undef(env);
+  }
+  at::Tensor g = T(1);
+  if (!g.sizes().equals(t.sizes()))
+    throw JsError("assigned grad has shape " + shapeStr(g.sizes()) + " but the tensor has shape " +
+                  shapeStr(t.sizes()));
+  if (g.scalar_type() != t.scalar_type())
+    throw JsError(std::string("assigned grad has dtype ") + c10::toString(g.scalar_type()) +
+                  " but the tensor has dtype " + c10::toString(t.scalar_type()));
+  if (g.device() != t.device())
+    throw JsError("assigned grad is on " + g.device().str() + " but the tensor is on " + t.device().str());
+  if (g.layout() != t.layout()) throw JsError("assigned grad has a different layout than the tensor");
+  t.mutable_grad() = g.detach();
   return undef(env);
   TL_CATCH
 }
@@ -547,8 +687,9 @@ typedef void (*openblas_set_fn)(int);
 typedef int (*openblas_get_fn)(void);
 TL_FN(setNumThreads) {
   TL_ARGS(1);
-  TL_TRY int n = static_cast<int>(I(0));
-  if (n < 1) throw JsError("setNumThreads: expected a positive thread count, got " + std::to_string(n));
+  TL_TRY const int64_t n64 = I(0);
+  if (n64 < 1 || n64 > 65536) throw JsError("setNumThreads: expected a positive thread count, got " + std::to_string(n64));
+  const int n = static_cast<int>(n64);
   at::set_num_threads(n);
   if (auto f = reinterpret_cast<openblas_set_fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
   return undef(env);
@@ -567,7 +708,9 @@ TL_FN(blasInfo) {
 }
 TL_FN(setNumInteropThreads) {
   TL_ARGS(1);
-  TL_TRY at::set_num_interop_threads(static_cast<int>(I(0)));
+  TL_TRY const int64_t n = I(0);
+  if (n < 1 || n > 65536) throw JsError("setNumInteropThreads: expected a positive thread count, got " + std::to_string(n));
+  at::set_num_interop_threads(static_cast<int>(n));
   return undef(env);
   TL_CATCH
 }
@@ -608,6 +751,7 @@ void registerCore(napi_env env, napi_value exports) {
   R(freeTensor);
   R(freeMany);
   R(isAlive);
+  R(replaceData);
   R(empty);
   R(zeros);
   R(ones);
@@ -664,6 +808,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   tl::registerCore(env, exports);
   tl::registerOps(env, exports);
   tl::registerOptim(env, exports);
+  tl::registerKernels(env, exports);
   return exports;
 }
 

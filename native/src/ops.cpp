@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
+#include <limits>
+
 #include "common.h"
 
 using namespace tl;
@@ -113,6 +115,25 @@ static at::Scalar scalarFor(const at::Tensor& a, double v) {
   if (at::isIntegralType(a.scalar_type(), /*includeBool=*/true) && std::floor(v) == v && std::abs(v) < 9.0e15)
     return at::Scalar(static_cast<int64_t>(v));
   return at::Scalar(v);
+}
+
+static at::Tensor sdpaMath(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                           double p, bool causal, double scale) {
+  auto w = at::matmul(q, k.transpose(-2, -1)).mul(scale);
+  if (causal) {
+    const auto L = q.size(-2), S = k.size(-2);
+    auto keep = at::ones({L, S}, q.options().dtype(at::kBool)).tril(0);  // top-left, as PyTorch's is_causal
+    w = w.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
+  }
+  if (mask.defined()) {
+    if (mask.scalar_type() == at::kBool)
+      w = w.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
+    else
+      w = w.add(mask);
+  }
+  w = at::softmax(w, -1);
+  if (p > 0) w = at::dropout(w, p, true);
+  return at::matmul(w, v);
 }
 
 TL_FN(unary) {
@@ -314,7 +335,7 @@ TL_FN(slice) {  // (x, dim, start, end, step)
 }
 TL_FN(split) {  // (x, sizes[] | size, dim)
   TL_ARGS(3);
-  TL_TRY bool isArr;
+  TL_TRY bool isArr = false;
   napi_is_array(env, argv[1], &isArr);
   if (isArr) return tensorArray(env, T(0).split_with_sizes(IL(1), I(2)));
   return tensorArray(env, T(0).split(I(1), I(2)));
@@ -442,6 +463,8 @@ TL_FN(crossEntropy) {
   TL_CATCH
 }
 // Scaled dot-product attention (q,k,v [..., L, E]; mask bool (true = attend) or additive float; causal).
+// Causal is PyTorch's: query i attends to keys 0..i, aligned top-left (torch.ones(L, S).tril(0)), also when L ≠ S; as in
+// PyTorch 2.x an explicit mask and is_causal together are refused.
 TL_FN(sdpa) {  // (q, k, v, mask?, dropoutP, isCausal, scale|null)
   TL_ARGS(7);
   TL_TRY auto& q = T(0);
@@ -450,29 +473,33 @@ TL_FN(sdpa) {  // (q, k, v, mask?, dropoutP, isCausal, scale|null)
   auto mask = OT(3);
   double p = D(4);
   bool causal = B(5);
+  if (causal && mask.defined()) throw JsError("scaled_dot_product_attention: an explicit attn_mask cannot be combined with is_causal=True");
+  if (q.dim() < 2 || k.dim() < 2) throw JsError("scaled_dot_product_attention: q and k need at least 2 dimensions");
   double scale = tl::isNullish(env, argv[6]) ? 1.0 / std::sqrt(static_cast<double>(q.size(-1))) : D(6);
-#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 1
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
   RET(at::scaled_dot_product_attention(q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, p,
                                        causal, scale));
 #else
-  auto w = at::matmul(q, k.transpose(-2, -1)).mul(scale);
-  if (causal) {
-    auto L = q.size(-2), S = k.size(-2);
-    auto keep = at::ones({L, S}, q.options().dtype(at::kBool)).tril(S - L);
-    w = w.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
-  }
-  if (mask.defined()) {
-    if (mask.scalar_type() == at::kBool)
-      w = w.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
-    else
-      w = w.add(mask);
-  }
-  w = at::softmax(w, -1);
-  if (p > 0) w = at::dropout(w, p, true);
-  RET(at::matmul(w, v));
+  RET(sdpaMath(q, k, v, mask, p, causal, scale));
 #endif
   TL_CATCH
 }
+
+// The same maths without the fused kernel (libtorch < 2.1, where at::scaled_dot_product_attention has no scale; also
+// callable on any version as sdpaMath, so the fallback is tested everywhere).
+TL_FN(sdpaMathFn) {  // same arguments as sdpa
+  TL_ARGS(7);
+  TL_TRY at::Tensor q = T(0), k = T(1), v = T(2);
+  auto mask = OT(3);
+  const double p = D(4);
+  const bool causal = B(5);
+  if (causal && mask.defined()) throw JsError("scaled_dot_product_attention: an explicit attn_mask cannot be combined with is_causal=True");
+  if (q.dim() < 2 || k.dim() < 2) throw JsError("scaled_dot_product_attention: q and k need at least 2 dimensions");
+  const double scale = tl::isNullish(env, argv[6]) ? 1.0 / std::sqrt(static_cast<double>(q.size(-1))) : D(6);
+  RET(sdpaMath(q, k, v, mask, p, causal, scale));
+  TL_CATCH
+}
+
 TL_FN(multinomial) {  // (probs, n, replacement, generator?)
   TL_ARGS(4);
   TL_TRY RET(at::multinomial(T(0), I(1), B(2), genOf(env, argv[3])));
@@ -539,6 +566,7 @@ void registerOps(napi_env env, napi_value exports) {
   R(dropout);
   R(crossEntropy);
   R(sdpa);
+  defineFn(env, exports, "sdpaMath", sdpaMathFn);
   R(multinomial);
   R(allclose);
 #undef R

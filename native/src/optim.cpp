@@ -19,11 +19,7 @@ torch::optim::Optimizer& optAt(napi_env env, napi_value v) {
   if (id < 0 || id >= static_cast<int64_t>(o.size()) || !o[id]) throw JsError("optimizer was used after dispose()");
   return *o[id];
 }
-napi_value prop(napi_env env, napi_value obj, const char* name) {
-  napi_value v;
-  napi_get_named_property(env, obj, name, &v);
-  return v;
-}
+napi_value prop(napi_env env, napi_value obj, const char* name) { return property(env, obj, name); }
 double numOr(napi_env env, napi_value obj, const char* name, double dflt) {
   napi_value v = prop(env, obj, name);
   return isNullish(env, v) ? dflt : getNum(env, v);
@@ -36,12 +32,10 @@ napi_value registerOptimizer(napi_env env, std::unique_ptr<torch::optim::Optimiz
 template <typename Options>
 std::vector<torch::optim::OptimizerParamGroup> groupsOf(napi_env env, napi_value groups, const Options& defaults,
                                                        void (*apply)(napi_env, napi_value, Options&)) {
-  uint32_t n;
-  napi_get_array_length(env, groups, &n);
+  const uint32_t n = arrayLength(env, groups, "parameter groups");
   std::vector<torch::optim::OptimizerParamGroup> out;
   for (uint32_t i = 0; i < n; i++) {
-    napi_value g;
-    napi_get_element(env, groups, i, &g);
+    napi_value g = element(env, groups, i);
     auto params = getTensorList(env, prop(env, g, "params"));
     auto o = std::make_unique<Options>(defaults);
     apply(env, g, *o);
@@ -151,32 +145,42 @@ TL_FN(adamwGetState) {
 TL_FN(adamwSetState) {
   TL_ARGS(2);
   TL_TRY auto& opt = optAt(env, argv[0]);
-  uint32_t k = 0, n;
-  napi_get_array_length(env, argv[1], &n);
+  const uint32_t n = arrayLength(env, argv[1], "adamw state");
+  size_t count = 0;
+  for (auto& g : opt.param_groups()) count += g.params().size();
+  if (count != n)
+    throw JsError("adamw state has " + std::to_string(n) + " entries but the optimiser has " + std::to_string(count) +
+                  " parameters");
+  // validated in full before anything changes, so a bad entry leaves the optimiser as it was
+  std::vector<std::pair<std::string, std::unique_ptr<torch::optim::AdamWParamState>>> next;
+  uint32_t k = 0;
   for (auto& g : opt.param_groups())
     for (auto& p : g.params()) {
-      if (k >= n) throw JsError("adamw state has fewer entries than the optimiser has parameters");
-      napi_value e;
-      napi_get_element(env, argv[1], k++, &e);
+      napi_value e = element(env, argv[1], k++);
       auto key = c10::guts::to_string(p.unsafeGetTensorImpl());
       if (isNullish(env, e)) {
-        opt.state().erase(key);
+        next.emplace_back(key, nullptr);
         continue;
       }
-      napi_value s0, s1, s2;
-      napi_get_element(env, e, 0, &s0);
-      napi_get_element(env, e, 1, &s1);
-      napi_get_element(env, e, 2, &s2);
+      if (arrayLength(env, e, "[step, exp_avg, exp_avg_sq]") != 3)
+        throw JsError("adamw state entry " + std::to_string(k - 1) + ": expected [step, exp_avg, exp_avg_sq]");
       auto st = std::make_unique<torch::optim::AdamWParamState>();
-      st->step(getInt(env, s0));
-      auto m = tensorAt(env, s1), v = tensorAt(env, s2);
+      const int64_t step = getInt(env, element(env, e, 0));
+      if (step < 0) throw JsError("adamw state entry " + std::to_string(k - 1) + ": negative step");
+      st->step(step);
+      auto m = tensorAt(env, element(env, e, 1)), v = tensorAt(env, element(env, e, 2));
       if (!m.sizes().equals(p.sizes()) || !v.sizes().equals(p.sizes()))
         throw JsError("adamw state shape does not match parameter " + std::to_string(k - 1));
       st->exp_avg(m.detach().to(p.options()).clone());
       st->exp_avg_sq(v.detach().to(p.options()).clone());
-      opt.state()[key] = std::move(st);
+      next.emplace_back(key, std::move(st));
     }
-  if (k != n) throw JsError("adamw state has more entries than the optimiser has parameters");
+  for (auto& [key, st] : next) {
+    if (st)
+      opt.state()[key] = std::move(st);
+    else
+      opt.state().erase(key);
+  }
   return undef(env);
   TL_CATCH
 }
@@ -185,6 +189,7 @@ TL_FN(clipGradNorm) {  // (params[], maxNorm, normType) -> total norm before cli
   TL_ARGS(3);
   TL_TRY auto params = getTensorList(env, argv[0]);
   double maxNorm = D(1), p = D(2);
+  if (!(maxNorm >= 0) || std::isnan(p)) throw JsError("clipGradNorm: expected maxNorm ≥ 0 and a norm type");
   torch::NoGradGuard ng;
   std::vector<at::Tensor> norms;
   for (auto& t : params)

@@ -3,7 +3,7 @@
 import { CheckpointError } from "../errors.js";
 import { noGrad } from "../torch/autograd.js";
 import type { DType } from "../torch/dtype.js";
-import { keep } from "../torch/memory.js";
+import { keep, tidy } from "../torch/memory.js";
 import type { Tensor } from "../torch/tensor.js";
 
 export type StateDict = Map<string, Tensor>;
@@ -41,12 +41,33 @@ export function checkKeys(where: string, what: string, missing: string[], unexpe
   );
 }
 
+/** Anything with a `forward`: made a scoped call by Module's constructor (see there). */
+type Forwardable = { forward?: (...args: unknown[]) => unknown };
+
 export class Module {
   training = true;
   private readonly _params = new Map<string, Tensor | null>();
   private readonly _buffers = new Map<string, { t: Tensor; persistent: boolean }>();
   private readonly _modules = new Map<string, Module>();
   private readonly _remaps: KeyRemap[] = [];
+
+  /** Every module call is a memory scope: `forward` runs inside `tidy`, so the temporaries a layer creates die when
+   * it returns (as PyTorch's refcounting frees them), and only what it returns reaches the caller. Without this, a
+   * deep forward keeps every layer's intermediates alive until the outermost scope ends. (The subclass's `forward`
+   * is already on the prototype chain when this base constructor runs; it is wrapped per instance. Autograd keeps
+   * what backward needs on the native side, so training is unaffected.) */
+  constructor() {
+    const self = this as unknown as Forwardable;
+    const fwd = self.forward;
+    if (typeof fwd === "function") {
+      Object.defineProperty(this, "forward", {
+        value: (...args: unknown[]) => tidy(() => fwd.apply(this, args)),
+        writable: true,
+        configurable: true,
+        enumerable: false,
+      });
+    }
+  }
 
   /** Registers a parameter (requiresGrad on, kept alive across scopes). */
   registerParameter(name: string, t: Tensor): Tensor {
@@ -173,20 +194,35 @@ export class Module {
     for (const p of this.parameters()) p.requiresGrad = v;
     return this;
   }
-  /** Casts floating parameters and buffers to `dtype` in place (tensor objects keep their identity). */
+  /** Casts floating parameters and buffers to `dtype` in place, as PyTorch's Module.to: each libtorch tensor keeps its
+   * identity (its data is swapped, `param.data = …`), so an optimiser created before still updates these parameters;
+   * an accumulated gradient is cast along. */
   to(dtype: DType): this {
     noGrad(() => {
-      for (const t of [...this.parameters(), ...[...this.namedBuffers()].map(([, b]) => b)]) {
+      for (const t of new Set([...this.parameters(), ...[...this.namedBuffers()].map(([, b]) => b)])) {
         const d = t.dtype;
         if (d !== "float64" && d !== "float32" && d !== "bfloat16" && d !== "float16") continue;
         if (d === dtype) continue;
-        const rg = t.requiresGrad;
-        const c = t.to(dtype);
-        t._replaceWith(c);
-        if (rg) t.requiresGrad = true;
+        const g = t.grad;
+        t._replaceWith(t.to(dtype));
+        if (g) {
+          const cast = g.to(dtype);
+          t.grad = cast;
+          cast.dispose();
+          g.dispose();
+        }
       }
     });
     return this;
+  }
+  /** Swaps a parameter for buffers (e.g. a quantised weight and its scales): the parameter is freed and leaves
+   * parameters() and the optimiser's view; the buffers appear in stateDict() under their names. */
+  protected replaceParameterWithBuffers(name: string, buffers: Record<string, Tensor>): void {
+    const p = this._params.get(name);
+    if (p === undefined) throw new Error(`no parameter "${name}" to replace`);
+    this._params.delete(name);
+    for (const [k, t] of Object.entries(buffers)) this.registerBuffer(k, t);
+    if (p && !Object.values(buffers).includes(p)) p.dispose();
   }
   /** Frees every parameter and buffer. */
   dispose(): void {

@@ -1,7 +1,8 @@
 // Image preprocessing as the reference does it: decode (PNG/JPEG/WebP/GIF first frame, via sharp/libvips), convert
 // to RGB as PIL's convert("RGB") (alpha dropped, grey expanded), optional expand2square with the mean colour
-// (Factory's image_aspect_ratio "pad"), PIL's bicubic resize (reimplemented exactly: same filter, support,
-// fixed-point coefficients and 8-bit rounding between passes), centre crop, rescale, normalise → float32 [3, H, W].
+// (Factory's image_aspect_ratio "pad"), bicubic resize (transformers 5's torchvision kernel by default, or PIL's; both
+// reimplemented exactly: same filter, support, fixed-point coefficients and 8-bit rounding between passes), centre
+// crop, rescale, normalise → float32 [3, H, W].
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import sharp, { type Metadata, type OutputInfo } from "sharp";
@@ -86,8 +87,23 @@ export function expandToSquare(img: RgbImage, background: [number, number, numbe
   return { width: side, height: side, data: out };
 }
 
-// ---- PIL's resampling (Resample.c), bicubic a = −0.5 ----
-const PRECISION_BITS = 32 - 8 - 2;
+// ---- Bicubic resampling (a = −0.5, antialiased: the filter widens by the scale when shrinking) ----
+// Two integer implementations of the same separable filter exist and the reference stacks use both:
+// - "torchvision": what transformers ≥ 5 runs (its default TorchvisionBackend image processors, e.g.
+//   CLIPImageProcessor/SiglipImageProcessor, call torchvision's resize on a uint8 tensor → ATen's
+//   _upsample_bicubic2d_aa for uint8, UpSampleKernel.cpp + UpSampleKernelAVXAntialias.h). The float weights are
+//   quantised to int16 with a per-pass precision: the largest p ≤ 22 with round(max weight · 2^(p+1)) < 2^15.
+//   The reference fixtures (transformers 5.17) are reproduced exactly by this one.
+// - "pil": Pillow's ImagingResample (Resample.c; the PilBackend/…ImageProcessorPil of transformers ≥ 5, and the slow
+//   image processors of transformers 4.x that TinyLLaVA Factory ran): int32 weights with a fixed
+//   PRECISION_BITS = 32 − 8 − 2 = 22.
+// The weights before quantisation, the bounds, the pass order (horizontal then vertical, a pass skipped when its size
+// is unchanged) and the 8-bit rounding between passes ((Σ pixel·k + 2^(p−1)) >> p, clamped to 0..255) are the same in
+// both; the coarser int16 weights round some pixels one level differently (130 of the 61,440 reference values).
+// Pillow crops the intermediate image to the rows the vertical pass reads (ybox_first/ybox_last): no numeric effect.
+export type BicubicKernel = "torchvision" | "pil";
+
+const PIL_PRECISION_BITS = 32 - 8 - 2;
 
 function bicubic(x: number): number {
   const a = -0.5;
@@ -98,53 +114,67 @@ function bicubic(x: number): number {
 }
 
 interface Coeffs {
-  bounds: Int32Array; // [xmin, count] per output pixel
+  bounds: Int32Array; // [first input index, count] per output pixel
   k: Int32Array; // fixed-point coefficients, ksize per output pixel
   ksize: number;
+  precision: number; // fractional bits of k
 }
 
-function precomputeCoeffs(inSize: number, outSize: number): Coeffs {
+/** Pillow's precompute_coeffs (= ATen's _compute_indices_weights_aa with antialias, align_corners=False): normalised
+ * float64 weights per output pixel, then quantised as the chosen implementation does. */
+function precomputeCoeffs(inSize: number, outSize: number, kernel: BicubicKernel): Coeffs {
   const scale = inSize / outSize;
   const filterscale = Math.max(scale, 1);
   const support = 2 * filterscale;
   const ksize = Math.ceil(support) * 2 + 1;
   const bounds = new Int32Array(outSize * 2);
-  const k = new Int32Array(outSize * ksize);
-  const pre = new Float64Array(ksize);
+  const w = new Float64Array(outSize * ksize);
+  const ss = 1 / filterscale;
   for (let xx = 0; xx < outSize; xx++) {
     const center = (xx + 0.5) * scale;
-    const ss = 1 / filterscale;
-    let xmin = Math.trunc(center - support + 0.5);
-    if (xmin < 0) xmin = 0;
-    let xmax = Math.trunc(center + support + 0.5);
-    if (xmax > inSize) xmax = inSize;
-    xmax -= xmin;
+    // (int) casts: truncation toward zero
+    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
+    const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
     let ww = 0;
     for (let x = 0; x < xmax; x++) {
-      const w = bicubic((x + xmin - center + 0.5) * ss);
-      pre[x] = w;
-      ww += w;
+      const v = bicubic((x + xmin - center + 0.5) * ss);
+      w[xx * ksize + x] = v;
+      ww += v;
     }
-    for (let x = 0; x < xmax; x++) {
-      const v = ww !== 0 ? (pre[x] as number) / ww : (pre[x] as number);
-      // PIL: (int)(±0.5 + v * (1 << PRECISION_BITS)), truncation toward zero
-      k[xx * ksize + x] = Math.trunc(v < 0 ? -0.5 + v * (1 << PRECISION_BITS) : 0.5 + v * (1 << PRECISION_BITS));
-    }
+    if (ww !== 0) for (let x = 0; x < xmax; x++) w[xx * ksize + x] = (w[xx * ksize + x] as number) / ww;
     bounds[xx * 2] = xmin;
     bounds[xx * 2 + 1] = xmax;
   }
-  return { bounds, k, ksize };
+  let precision = PIL_PRECISION_BITS;
+  if (kernel === "torchvision") {
+    // ATen's _compute_indices_int16_weights_aa: the maximum over every weight slot (unused slots are 0)
+    let wMax = w[0] as number;
+    for (const v of w) if (wMax < v) wMax = v;
+    for (precision = 0; precision < 22; precision++) {
+      if (Math.trunc(0.5 + wMax * 2 ** (precision + 1)) >= 1 << 15) break;
+    }
+  }
+  const k = new Int32Array(w.length);
+  const one = 2 ** precision;
+  // (int)(±0.5 + v · 2^p), truncation toward zero; int16 storage in ATen cannot overflow by the choice of p
+  for (let i = 0; i < w.length; i++) {
+    const v = w[i] as number;
+    k[i] = Math.trunc(v < 0 ? -0.5 + v * one : 0.5 + v * one);
+  }
+  return { bounds, k, ksize, precision };
 }
 
-const clip8 = (v: number) => {
-  const r = v >> PRECISION_BITS; // arithmetic shift, as PIL's int32 maths
-  return r < 0 ? 0 : Math.min(r, 255);
-};
-
-/** One PIL resampling pass along the x axis (horizontal) or the y axis, rounding to 8 bits as PIL does. */
-function resamplePass(img: RgbImage, outSize: number, horizontal: boolean): RgbImage {
+/** One resampling pass along x (horizontal) or y, rounding to 8 bits: (Σ pixel·k + 2^(p−1)) >> p, clamped. Integer
+ * sums stay below 2^31 (255 · Σ|k| < 2^31 for both quantisations), so JS doubles hold them exactly. */
+function resamplePass(img: RgbImage, outSize: number, horizontal: boolean, kernel: BicubicKernel): RgbImage {
   const { width: w, height: h, data } = img;
-  const c = precomputeCoeffs(horizontal ? w : h, outSize);
+  const c = precomputeCoeffs(horizontal ? w : h, outSize, kernel);
+  const p = c.precision;
+  const half = 2 ** (p - 1);
+  const clip8 = (v: number) => {
+    const r = v >> p; // arithmetic shift on int32, as the C code
+    return r < 0 ? 0 : Math.min(r, 255);
+  };
   const outW = horizontal ? outSize : w;
   const outH = horizontal ? h : outSize;
   // pixel (line, pos) sits at line·lineStride + pos·posStride, in the input and in the output
@@ -156,15 +186,15 @@ function resamplePass(img: RgbImage, outSize: number, horizontal: boolean): RgbI
     for (let o = 0; o < outSize; o++) {
       const min = c.bounds[o * 2] as number;
       const n = c.bounds[o * 2 + 1] as number;
-      let s0 = 1 << (PRECISION_BITS - 1);
-      let s1 = s0;
-      let s2 = s0;
+      let s0 = half;
+      let s1 = half;
+      let s2 = half;
       for (let i = 0; i < n; i++) {
         const kk = c.k[o * c.ksize + i] as number;
-        const p = (line * inLine + (i + min) * inPos) * 3;
-        s0 += (data[p] as number) * kk;
-        s1 += (data[p + 1] as number) * kk;
-        s2 += (data[p + 2] as number) * kk;
+        const q = (line * inLine + (i + min) * inPos) * 3;
+        s0 += (data[q] as number) * kk;
+        s1 += (data[q + 1] as number) * kk;
+        s2 += (data[q + 2] as number) * kk;
       }
       const q = (line * outLine + o * outPos) * 3;
       out[q] = clip8(s0);
@@ -175,12 +205,22 @@ function resamplePass(img: RgbImage, outSize: number, horizontal: boolean): RgbI
   return { width: outW, height: outH, data: out };
 }
 
-/** PIL Image.resize((w, h), BICUBIC): horizontal pass then vertical, each skipped when that size is unchanged. */
-export function resizeBicubic(img: RgbImage, outW: number, outH: number): RgbImage {
-  if (outW < 1 || outH < 1) throw new ImageError(`cannot resize to ${outW}×${outH}`);
+/** Bicubic resize to outW × outH: horizontal pass then vertical, each skipped when that size is unchanged.
+ * `kernel` "torchvision" (default) = transformers ≥ 5's image processors, bit for bit; "pil" = PIL's
+ * Image.resize((w, h), BICUBIC) (reducing_gap None), bit for bit. */
+export function resizeBicubic(
+  img: RgbImage,
+  outW: number,
+  outH: number,
+  kernel: BicubicKernel = "torchvision",
+): RgbImage {
+  if (!Number.isInteger(outW) || !Number.isInteger(outH) || outW < 1 || outH < 1)
+    throw new ImageError(`cannot resize to ${outW}×${outH}`);
+  if (kernel !== "torchvision" && kernel !== "pil")
+    throw new ImageError(`unknown bicubic kernel "${String(kernel)}" (expected "torchvision" or "pil")`);
   let cur = img;
-  if (outW !== cur.width) cur = resamplePass(cur, outW, true);
-  if (outH !== cur.height) cur = resamplePass(cur, outH, false);
+  if (outW !== cur.width) cur = resamplePass(cur, outW, true, kernel);
+  if (outH !== cur.height) cur = resamplePass(cur, outH, false, kernel);
   return cur;
 }
 

@@ -4,7 +4,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-type H = number; // tensor handle: generation * 2^24 + slot in the addon's per-thread table
+type H = number; // tensor handle: generation · 2^32 + table (JS thread) id · 2^24 + slot in the addon's per-thread table
 type Dt = number | null | undefined;
 type Dev = string | null | undefined;
 type G = number | null | undefined;
@@ -19,6 +19,7 @@ export interface NativeAddon {
   freeTensor(h: H): boolean;
   freeMany(hs: H[]): void;
   isAlive(h: H): boolean;
+  replaceData(dst: H, src: H): void;
   empty(shape: number[], dtype: Dt, device: Dev): H;
   zeros(shape: number[], dtype: Dt, device: Dev): H;
   ones(shape: number[], dtype: Dt, device: Dev): H;
@@ -64,6 +65,9 @@ export interface NativeAddon {
   parallelInfo(): string;
   buildConfig(): string;
   cosSin(h: H): [H, H];
+  /** kernels.cpp: y = x·wᵀ·scale + bias for ≤ 8 rows of x; undefined when this CPU/shape is not covered */
+  linearSmall(x: H, w: H, scale: H | null, bias: H | null): H | undefined;
+  quantizeInt8(w: H): [H, H];
   vmlInfo(): { available: boolean; info: string };
   kernelAlignment(): string;
   memStats(): {
@@ -128,6 +132,8 @@ export interface NativeAddon {
   dropout(x: H, p: number, train: boolean): H;
   crossEntropy(logits: H, target: H, ignoreIndex: number, reduction: number, labelSmoothing: number): H;
   sdpa(q: H, k: H, v: H, mask: H | null, dropoutP: number, isCausal: boolean, scale: number | null): H;
+  /** sdpa without the fused kernel (what sdpa runs on libtorch < 2.1) */
+  sdpaMath(q: H, k: H, v: H, mask: H | null, dropoutP: number, isCausal: boolean, scale: number | null): H;
   multinomial(probs: H, n: number, replacement: boolean, gen: G): H;
   allclose(a: H, b: H, rtol: number, atol: number): boolean;
 

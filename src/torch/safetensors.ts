@@ -7,6 +7,7 @@ import {
   fstatSync,
   fsyncSync,
   openSync,
+  readdirSync,
   readFileSync,
   readSync,
   renameSync,
@@ -112,15 +113,21 @@ function parseHeader(
     }
     infos.set(name, { dtype, shape, start: dataStart + b, end: dataStart + e });
   }
-  const sorted = [...infos.entries()].sort((a, b) => a[1].start - b[1].start || a[1].end - b[1].end);
-  for (let i = 1; i < sorted.length; i++) {
-    const [pn, p] = sorted[i - 1] as [string, TensorInfo];
-    const [cn, c] = sorted[i] as [string, TensorInfo];
-    if (c.start < p.end && c.end > c.start && p.end > p.start) {
+  // Overlap: every non-empty range against the furthest-reaching one before it (not only its neighbour: an empty
+  // tensor sorted between two overlapping ones must not hide them). Empty tensors occupy no bytes.
+  const sorted = [...infos.entries()]
+    .filter(([, t]) => t.end > t.start)
+    .sort((a, b) => a[1].start - b[1].start || a[1].end - b[1].end);
+  let reach: [string, TensorInfo] | null = null;
+  for (const cur of sorted) {
+    const [cn, c] = cur;
+    if (reach && c.start < reach[1].end) {
+      const [pn, p] = reach;
       fail(
         `tensors "${pn}" and "${cn}" overlap (bytes ${p.start - dataStart}-${p.end - dataStart} and ${c.start - dataStart}-${c.end - dataStart})`,
       );
     }
+    if (!reach || c.end > reach[1].end) reach = cur;
   }
   return { infos, metadata };
 }
@@ -242,12 +249,25 @@ export class SafetensorsCheckpoint {
       const names = [...new Set(Object.values(wm as Record<string, unknown>))];
       for (const n of names)
         if (typeof n !== "string") throw new CheckpointError(`${p}: "weight_map" values must be file names`);
-      const files = (names as string[]).map((n) => new SafetensorsFile(join(dirname(p), n)));
-      return new SafetensorsCheckpoint(files, wm as Record<string, string>, p);
+      // every shard opened so far is closed again when a later one (or the index's validation) fails
+      const files: SafetensorsFile[] = [];
+      try {
+        for (const n of names as string[]) files.push(new SafetensorsFile(join(dirname(p), n)));
+        return new SafetensorsCheckpoint(files, wm as Record<string, string>, p);
+      } catch (e) {
+        for (const f of files) f.close();
+        throw e;
+      }
     }
     if (!existsSync(p))
       throw new CheckpointError(`${path}: no model.safetensors or model.safetensors.index.json found`);
-    return new SafetensorsCheckpoint([new SafetensorsFile(p)]);
+    const f = new SafetensorsFile(p);
+    try {
+      return new SafetensorsCheckpoint([f]);
+    } catch (e) {
+      f.close();
+      throw e;
+    }
   }
 
   keys(): string[] {
@@ -279,20 +299,22 @@ function headerFor(entries: [string, Tensor][], metadata?: Record<string, string
     h[name] = { dtype: TO_ST[dt], shape: t.shape, data_offsets: [off, off + n] };
     off += n;
   }
-  let json = JSON.stringify(h);
-  json += " ".repeat((8 - ((json.length + 8) % 8)) % 8); // align the data to 8 bytes, as the reference writer does
-  return { header: Buffer.from(json, "utf8"), total: off };
+  const json = Buffer.from(JSON.stringify(h), "utf8");
+  // pad with spaces so the data starts 8-byte aligned, as the reference writer does (counted in UTF-8 bytes: names
+  // may be non-ASCII)
+  const pad = (8 - ((json.length + 8) % 8)) % 8;
+  return { header: Buffer.concat([json, Buffer.alloc(pad, 0x20)]), total: off };
 }
 
-/** Writes a file atomically: to a temporary name in the same folder, fsync, then rename over the target. */
-export function atomicWrite(path: string, write: (fd: number) => void): void {
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
+/** Writes `write`'s output to a temporary name beside `path` (fsync'ed and closed) and returns that name; the caller
+ * renames it into place. On failure nothing is left behind. */
+function writeTemp(path: string, write: (fd: number) => void): string {
+  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Date.now()}-${tmpCounter++}`);
   const fd = openSync(tmp, "w");
   try {
     write(fd);
     fsyncSync(fd);
     closeSync(fd);
-    renameSync(tmp, path);
   } catch (e) {
     try {
       closeSync(fd);
@@ -302,6 +324,34 @@ export function atomicWrite(path: string, write: (fd: number) => void): void {
     rmSync(tmp, { force: true });
     throw e;
   }
+  return tmp;
+}
+let tmpCounter = 0;
+
+/** Flushes a folder's entries (renames, removals) to disk; best effort (not every platform can open a folder). */
+function syncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // not supported here
+  }
+}
+
+/** Writes a file atomically: to a temporary name in the same folder, fsync, then rename over the target. */
+export function atomicWrite(path: string, write: (fd: number) => void): void {
+  const tmp = writeTemp(path, write);
+  try {
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  syncDir(dirname(path));
 }
 
 function writeAll(fd: number, buf: Buffer): void {
@@ -309,36 +359,98 @@ function writeAll(fd: number, buf: Buffer): void {
   while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done);
 }
 
-/** Saves tensors to one safetensors file (atomic). */
-export function saveSafetensors(
-  path: string,
-  tensors: Map<string, Tensor> | Record<string, Tensor>,
-  metadata?: Record<string, string>,
-): void {
-  const entries = (tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors)).sort((a, b) =>
+function sortedEntries(tensors: Map<string, Tensor> | Record<string, Tensor>): [string, Tensor][] {
+  return (tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors)).sort((a, b) =>
     a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0,
   );
+}
+
+function safetensorsWriter(entries: [string, Tensor][], metadata?: Record<string, string>): (fd: number) => void {
   const { header } = headerFor(entries, metadata);
-  atomicWrite(path, (fd) => {
+  return (fd) => {
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(header.length));
     writeAll(fd, len);
     writeAll(fd, header);
     for (const [, t] of entries) writeAll(fd, t.toBuffer());
-  });
+  };
 }
 
-/** Saves tensors as shards of at most `maxShardBytes` plus `model.safetensors.index.json` (or a single
- * `model.safetensors` when everything fits). Returns the files written. */
+export const SINGLE_FILE = "model.safetensors";
+export const INDEX_FILE = "model.safetensors.index.json";
+const SHARD_NAME = /^model-\d{5}-of-\d{5}\.safetensors$/;
+
+/** The files of a checkpoint saved in `dir` before (the single file, the index, the shards it lists, and files named
+ * like shards), except those in `keep`. Index entries that are not plain .safetensors names in `dir` are ignored. */
+function previousCheckpointFiles(dir: string, keep: Set<string>): string[] {
+  if (!existsSync(dir)) return [];
+  const out = new Set<string>();
+  const idx = join(dir, INDEX_FILE);
+  if (existsSync(idx)) {
+    out.add(INDEX_FILE);
+    try {
+      const wm = (JSON.parse(readFileSync(idx, "utf8")) as { weight_map?: Record<string, unknown> }).weight_map;
+      for (const f of Object.values(wm ?? {}))
+        if (typeof f === "string" && basename(f) === f && f.endsWith(".safetensors")) out.add(f);
+    } catch {
+      // an unreadable index is removed all the same; its shards by their names below
+    }
+  }
+  for (const n of readdirSync(dir)) if (n === SINGLE_FILE || SHARD_NAME.test(n)) out.add(n);
+  return [...out].filter((n) => !keep.has(n) && existsSync(join(dir, n)));
+}
+
+/** Puts a new checkpoint's files (already written to temporary names) in place of the previous one. At every moment a
+ * reader finds the old checkpoint, the new one, or (while shards named like old ones are renamed) none — never a
+ * mix: a new index is renamed last (it is what loading prefers), and an old index goes first when new shards would
+ * replace files it lists. Files of the previous checkpoint that are not part of the new one are removed after. */
+function replaceCheckpoint(dir: string, written: [tmp: string, name: string][]): void {
+  const names = new Set(written.map(([, n]) => n));
+  const stale = previousCheckpointFiles(dir, names);
+  const index = written.find(([, n]) => n === INDEX_FILE);
+  const oldIndex = join(dir, INDEX_FILE);
+  if (index && existsSync(oldIndex) && written.some(([, n]) => n !== INDEX_FILE && existsSync(join(dir, n))))
+    rmSync(oldIndex, { force: true });
+  for (const [tmp, n] of written) if (n !== INDEX_FILE) renameSync(tmp, join(dir, n));
+  if (index) renameSync(index[0], oldIndex);
+  syncDir(dir);
+  for (const n of stale) rmSync(join(dir, n), { force: true });
+  syncDir(dir);
+}
+
+/** Saves tensors to one safetensors file (atomic). A file named model.safetensors is a checkpoint folder's single
+ * file: a sharded checkpoint saved there before (model.safetensors.index.json and its shards) is removed, or loading
+ * would still prefer it. */
+export function saveSafetensors(
+  path: string,
+  tensors: Map<string, Tensor> | Record<string, Tensor>,
+  metadata?: Record<string, string>,
+): void {
+  const write = safetensorsWriter(sortedEntries(tensors), metadata);
+  if (basename(path) !== SINGLE_FILE) {
+    atomicWrite(path, write);
+    return;
+  }
+  const tmp = writeTemp(path, write);
+  try {
+    replaceCheckpoint(dirname(path), [[tmp, SINGLE_FILE]]);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** Saves a checkpoint folder: shards of at most `maxShardBytes` plus `model.safetensors.index.json`, or a single
+ * `model.safetensors` when everything fits. Every file is written to a temporary name first; then they replace the
+ * previous checkpoint in the folder (single or sharded, see replaceCheckpoint), whose other files are removed.
+ * Returns the files written. */
 export function saveShardedSafetensors(
   dir: string,
   tensors: Map<string, Tensor> | Record<string, Tensor>,
   maxShardBytes = 5 * 1024 ** 3,
   metadata: Record<string, string> = { format: "pt" },
 ): string[] {
-  const entries = (tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors)).sort((a, b) =>
-    a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0,
-  );
+  const entries = sortedEntries(tensors);
   const shards: [string, Tensor][][] = [[]];
   let size = 0;
   let total = 0;
@@ -352,27 +464,28 @@ export function saveShardedSafetensors(
     (shards[shards.length - 1] as [string, Tensor][]).push(e);
     size += n;
   }
-  if (shards.length === 1) {
-    const p = join(dir, "model.safetensors");
-    saveSafetensors(p, new Map(entries), metadata);
-    return [p];
-  }
   const pad = (i: number) => String(i).padStart(5, "0");
-  const weightMap: Record<string, string> = {};
-  const written: string[] = [];
-  shards.forEach((s, i) => {
-    const name = `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`;
-    saveSafetensors(join(dir, name), new Map(s), metadata);
-    for (const [k] of s) weightMap[k] = name;
-    written.push(join(dir, name));
-  });
-  const indexPath = join(dir, "model.safetensors.index.json");
-  atomicWrite(indexPath, (fd) =>
-    writeAll(
-      fd,
-      Buffer.from(`${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`),
-    ),
-  );
-  written.push(indexPath);
-  return written;
+  const files: [name: string, write: (fd: number) => void][] = [];
+  if (shards.length === 1) files.push([SINGLE_FILE, safetensorsWriter(entries, metadata)]);
+  else {
+    const weightMap: Record<string, string> = {};
+    shards.forEach((s, i) => {
+      const name = `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`;
+      files.push([name, safetensorsWriter(s, metadata)]);
+      for (const [k] of s) weightMap[k] = name;
+    });
+    const index = Buffer.from(
+      `${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`,
+    );
+    files.push([INDEX_FILE, (fd) => writeAll(fd, index)]);
+  }
+  const written: [string, string][] = [];
+  try {
+    for (const [name, write] of files) written.push([writeTemp(join(dir, name), write), name]);
+    replaceCheckpoint(dir, written);
+  } catch (e) {
+    for (const [tmp] of written) rmSync(tmp, { force: true });
+    throw e;
+  }
+  return files.map(([name]) => join(dir, name));
 }

@@ -40,13 +40,13 @@ export class Tensor {
       this.handle = -1;
     }
   }
-  /** Makes this Tensor object refer to `other`'s libtorch tensor (freeing its own); `other` is spent. Keeps object
-   * identity, so modules holding this parameter see the new value (used by dtype casts and loading). */
+  /** Gives this tensor `other`'s data (dtype, shape, values) in place, as PyTorch's `param.data = other`; `other` is
+   * spent (disposed). The libtorch tensor keeps its identity — this object, its handle, and every native holder of it
+   * (an optimiser's parameter list, autograd's leaf) see the new data; requiresGrad stays. Used by dtype casts. */
   _replaceWith(other: Tensor): this {
     if (other === this) return this;
-    if (this.handle >= 0) N.freeTensor(this.handle);
-    this.handle = other.handle;
-    other.handle = -1;
+    N.replaceData(this.handle, other.handle);
+    other.dispose();
     return this;
   }
   get isDisposed(): boolean {

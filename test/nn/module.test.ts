@@ -116,6 +116,59 @@ describe("Module", () => {
     assert.equal(n.stateDict().get("layers.0.steps")?.dtype, "int64");
     n.dispose();
   });
+
+  test("to(dtype) after an optimiser was created: the optimiser still updates the (cast) parameters", () => {
+    const build = () => {
+      torch.manualSeed(11);
+      return new Block();
+    };
+    const step = (m: Block, opt: torch.AdamW) => {
+      tidy(() => {
+        const x = torch.randn([5, 4], { dtype: "float64", generator: new torch.Generator(3) });
+        m.norm.forward(m.proj.forward(x)).square().sum().backward();
+      });
+      opt.step();
+      opt.zeroGrad();
+    };
+    // AdamW created on the float32 parameters, then the module is cast to float64
+    const a = build();
+    const optA = new torch.AdamW(a.parameters(), { lr: 0.1, weightDecay: 0.01 });
+    const handles = a.parameters().map((p) => p.handle);
+    a.to("float64");
+    assert.deepEqual(
+      a.parameters().map((p) => p.handle),
+      handles,
+      "the same libtorch tensors (no new handles)",
+    );
+    const before = a.parameters().map((p) => p.toArray());
+    step(a, optA);
+    const after = a.parameters().map((p) => p.toArray());
+    after.forEach((v, i) => {
+      assert.notDeepEqual(v, before[i], `parameter ${i} changed`);
+    });
+    // the same as a fresh optimiser created after the cast
+    const b = build();
+    b.to("float64");
+    const optB = new torch.AdamW(b.parameters(), { lr: 0.1, weightDecay: 0.01 });
+    step(b, optB);
+    b.parameters().forEach((p, i) => {
+      assert.equal(p.dtype, "float64");
+      assert.deepEqual(p.toArray(), after[i], `parameter ${i}: same step as a fresh optimiser's`);
+    });
+    // an accumulated gradient is cast along
+    tidy(() =>
+      a.proj
+        .forward(torch.ones([1, 4], { dtype: "float64" }))
+        .sum()
+        .backward(),
+    );
+    a.to("float32");
+    assert.equal(a.proj.weight.grad?.dtype, "float32");
+    optA.dispose();
+    optB.dispose();
+    a.dispose();
+    b.dispose();
+  });
 });
 
 describe("layers", () => {
@@ -159,7 +212,16 @@ describe("layers", () => {
       assertClose(getActivation("quick_gelu")(x), [-1 / (1 + Math.exp(1.702)), 0.5 / (1 + Math.exp(-0.851))], {
         rtol: 1e-12,
       });
-      assertClose(getActivation("gelu_pytorch_tanh")(x), x.gelu("tanh"), { rtol: 0 });
+      // the tanh approximation in closed form, float64 in JS: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+      const xs = [-3, -1, -0.5, 0, 0.5, 1, 2.5];
+      const tanhGelu = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+      assertClose(getActivation("gelu_pytorch_tanh")(tensor(xs, { dtype: "float64" })), xs.map(tanhGelu), {
+        rtol: 1e-14,
+        atol: 1e-16,
+      });
+      // and it is not the exact (erf) GELU, which differs by ~1e-4 here
+      const erfGelu = getActivation("gelu")(tensor([1], { dtype: "float64" })).item();
+      assert.ok(Math.abs(erfGelu - tanhGelu(1)) > 1e-5, "gelu_pytorch_tanh must differ from the erf GELU");
       assert.throws(
         () => getActivation("mish", "text_config.hidden_act"),
         /text_config.hidden_act: unknown activation "mish"/,

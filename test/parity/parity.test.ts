@@ -1,8 +1,9 @@
 // Reference parity: discovers every model, tokenizer, preprocessing and connector case in the fixtures folder (the
 // repo copy, or TINYLLAVA_REFERENCE_FIXTURES) and checks it against the PyTorch/transformers goldens. Everything is
-// derived from the files; nothing is hard-coded per model. Ends with a summary line of what was checked.
+// derived from the files; nothing is hard-coded per model. Discovery fails loudly on a missing, empty or incomplete
+// fixtures folder, and the last test asserts that every discovered case was checked (then prints the summary line).
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -11,10 +12,11 @@ import { canonicalKey } from "../../src/models/checkpoint.js";
 import { buildConnector } from "../../src/models/connectors/index.js";
 import { loadTinyLlava } from "../../src/models/load.js";
 import type { TinyLlava } from "../../src/models/tinyllava.js";
-import { ImageProcessor, preprocessorConfig } from "../../src/processing/image.js";
+import { decodeImage, ImageProcessor, preprocessorConfig } from "../../src/processing/image.js";
 import { TinyTokenizer } from "../../src/processing/tokenizer.js";
-import { AdamW, noGrad, SafetensorsFile, type Tensor, tensor, tidy, vmlInfo } from "../../src/torch/index.js";
-import { diff, REFERENCE } from "../helpers.js";
+import { AdamW, F, noGrad, SafetensorsFile, type Tensor, tensor, tidy, vmlInfo } from "../../src/torch/index.js";
+import { byteDiff, diff, REFERENCE, uint8FromPixelValues } from "../helpers.js";
+import { discoverFixtures } from "./discover.js";
 
 // The issue's tolerances. Reaching them in float64 needs PyTorch 2.x's float32 numerics where transformers computes in
 // float32 (RoPE cos/sin via MKL's VML, RMSNorm sums in AVX2 order, softmax backward without FMA contraction): see
@@ -27,7 +29,10 @@ const TOL = {
   stepFromReferenceGrads: 1e-12,
   afterStep: 1e-6,
   logits32Abs: 1e-4,
-  pixels: 2 / 255,
+  /** on the 8-bit image before rescale/normalise: none */
+  pixelLevels: 0,
+  /** normalised float32 values: our rescale-then-normalise vs transformers 5's fused (x − 255·mean) / (255·std) */
+  pixelValues: 2.5e-7,
   resampler: 1e-9,
   resamplerGrads: 1e-6,
 };
@@ -42,19 +47,44 @@ function vmlHint(): string {
   return hints.length ? ` (${hints.join("; ")})` : "";
 }
 
-const counts = { models: 0, tokenizers: 0, preprocess: 0, connectors: 0 };
+/** Whether HF's vision last_hidden_state has post_layernorm applied (SiglipVisionTransformer: yes;
+ * CLIPVisionTransformer: no, it normalises only the pooled CLS token). */
+const POST_LAYERNORM_IN_LAST_HIDDEN: Record<string, boolean> = {
+  siglip_vision_model: true,
+  clip_vision_model: false,
+};
+
+const counts = { models: 0, tokenizers: 0, preprocess: 0, connectors: 0, slowTokenizers: 0 };
 const worst: Record<string, number> = {};
 function record(what: string, v: number): void {
   worst[what] = Math.max(worst[what] ?? 0, v);
 }
 
+/** Our preprocessing of `image` vs the reference's pixel values: the 8-bit image identical, then the floats. */
+async function checkPixels(proc: ImageProcessor, image: string, want: Tensor, what: string): Promise<void> {
+  const img = proc.transform(await decodeImage(image));
+  const [h, w] = want.shape.slice(-2) as [number, number];
+  assert.deepEqual([img.height, img.width], [h, w], `${what}: image size`);
+  const { differ, max } = byteDiff(img.data, uint8FromPixelValues(want, proc.config.mean, proc.config.std, h, w));
+  record(`${what} 8-bit values differing`, differ);
+  assert.ok(max <= TOL.pixelLevels, `${what}: ${differ} of ${img.data.length} 8-bit values differ (by up to ${max})`);
+  const px = await proc.preprocess(image);
+  const e = diff(px, want).maxAbs;
+  px.dispose();
+  record(`${what} pixel values abs`, e);
+  assert.ok(e <= TOL.pixelValues, `${what}: normalised pixel values differ by ${e}`);
+}
+
+const found = discoverFixtures(REFERENCE);
 const modelsDir = join(REFERENCE, "models");
 const imagesDir = join(REFERENCE, "images");
-const modelNames = existsSync(modelsDir)
-  ? readdirSync(modelsDir)
-      .filter((n) => existsSync(join(modelsDir, n, "golden.json")))
-      .sort()
-  : [];
+
+test("fixtures: the folder and every case in it are complete", () => {
+  assert.ok(
+    found.problems.length === 0,
+    `incomplete reference fixtures at ${REFERENCE}:\n  ${found.problems.join("\n  ")}`,
+  );
+});
 
 /** golden input ids (image token repeated image_tokens times) in the form the model's own format uses. */
 function idsFor(model: TinyLlava, golden: { image_token_id: number }, ids: number[]): number[] {
@@ -90,7 +120,7 @@ function greedy(model: TinyLlava, ids: number[], pixels: Tensor, steps: number):
 }
 
 describe("reference parity: models", () => {
-  for (const name of modelNames) {
+  for (const name of found.models) {
     const dir = join(modelsDir, name);
     test(name, async () => {
       const golden = JSON.parse(readFileSync(join(dir, "golden.json"), "utf8"));
@@ -109,15 +139,11 @@ describe("reference parity: models", () => {
         const collapse = (xs: number[]) =>
           xs.filter((x, i) => !(x === IMAGE_PLACEHOLDER && xs[i - 1] === IMAGE_PLACEHOLDER));
         assert.deepEqual(collapse(ourIds), collapse(expandedGolden), "prompt token ids");
-        assert.equal(goldIds.filter((x) => x === golden.image_token_id).length, golden.image_tokens);
 
         // preprocessing of the example image, as the model's processor and aspect mode say
         const aspect = golden.image_aspect === "pad" ? "pad" : model.config.image_aspect_ratio;
         const proc = ImageProcessor.fromFolder(dir, model.config.vision, aspect);
-        const px = (await proc.preprocess(join(imagesDir, golden.image))).unsqueeze(0);
-        const pxErr = diff(px, g.get("pixel_values")).maxAbs * Math.max(...proc.config.std);
-        record("model pixel error (of 1)", pxErr);
-        assert.ok(pxErr <= TOL.pixels, `pixel values differ by ${pxErr}`);
+        checkPixels(proc, join(imagesDir, golden.image), g.get("pixel_values"), "model");
 
         tidy(() => {
           const pixels = g.get("pixel_values");
@@ -127,7 +153,37 @@ describe("reference parity: models", () => {
           record("image_features rel", fe);
           assert.ok(fe <= TOL.features, `image_features rel error ${fe}`);
           const sel = noGrad(() => model.selectedFeatures(pixels));
-          assert.deepEqual(sel.shape, g.get("vision_selected").shape, "select strategy keeps the right tokens");
+          const refSel = g.get("vision_selected");
+          assert.deepEqual(sel.shape, refSel.shape, "select strategy keeps the right tokens");
+          const se = diff(sel, refSel).relToScale;
+          record("vision_selected rel", se);
+          assert.ok(se <= TOL.features, `vision_selected rel error ${se}`);
+          // vision_hidden_last is the tower's hidden_states[-1] (the last encoder layer's output): for SigLIP that is
+          // before post_layernorm (0.57 relative from it), for CLIP it is HF's last_hidden_state itself
+          const vision = model.config.vision;
+          const refLast = g.get("vision_hidden_last");
+          const hsLast = noGrad(() => model.visionTower.hiddenState(pixels, vision.num_hidden_layers));
+          const he = diff(hsLast, refLast).relToScale;
+          record("vision_hidden_last rel", he);
+          assert.ok(he <= TOL.features, `vision_hidden_last (hidden_states[-1]) rel error ${he}`);
+          // lastHiddenState is HF's last_hidden_state: post_layernorm applied for SigLIP, not for CLIP (there it only
+          // normalises the pooled output)
+          const postLn = POST_LAYERNORM_IN_LAST_HIDDEN[vision.model_type];
+          assert.ok(postLn !== undefined, `no rule for the last hidden state of ${vision.model_type}`);
+          const sd = model.visionTower.stateDict();
+          const want = postLn
+            ? F.layerNorm(
+                refLast,
+                [vision.hidden_size],
+                sd.get("vision_model.post_layernorm.weight"),
+                sd.get("vision_model.post_layernorm.bias"),
+                vision.layer_norm_eps,
+              )
+            : refLast;
+          const last = noGrad(() => model.visionTower.lastHiddenState(pixels));
+          const lle = diff(last, want).relToScale;
+          record("last_hidden_state rel", lle);
+          assert.ok(lle <= TOL.features, `lastHiddenState rel error ${lle}`);
           const { logits } = noGrad(() => model.forward({ inputIds, pixelValues: pixels }));
           const le = diff(logits, g.get("logits")).relToScale;
           record("logits rel (float64)", le);
@@ -260,8 +316,7 @@ describe("reference parity: models", () => {
 
 describe("reference parity: tokenizers", () => {
   const dir = join(REFERENCE, "tokenizers");
-  const names = existsSync(dir) ? readdirSync(dir).sort() : [];
-  for (const name of names) {
+  for (const name of found.tokenizers) {
     test(name, () => {
       const tok = TinyTokenizer.fromFolder(join(dir, name));
       const golden = JSON.parse(readFileSync(join(dir, name, "golden.json"), "utf8"));
@@ -279,12 +334,7 @@ describe("reference parity: tokenizers", () => {
 
 describe("reference parity: preprocessing", () => {
   const dir = join(REFERENCE, "preprocess");
-  const specs = existsSync(dir)
-    ? readdirSync(dir)
-        .filter((f) => f.endsWith(".json"))
-        .sort()
-    : [];
-  for (const file of specs) {
+  for (const file of found.preprocess) {
     const spec = JSON.parse(readFileSync(join(dir, file), "utf8"));
     const isClip = String(spec.processor).startsWith("CLIP");
     // the processor class's defaults at this size (as transformers builds it)
@@ -302,14 +352,14 @@ describe("reference parity: preprocessing", () => {
     for (const c of spec.cases) {
       test(`${file}: ${c.key}`, async () => {
         const ref = new SafetensorsFile(join(dir, file.replace(/\.json$/, ".safetensors")));
-        const proc = new ImageProcessor(cfg, c.aspect === "pad" ? "pad" : "square");
-        const px = await proc.preprocess(join(imagesDir, c.image));
-        assert.deepEqual(px.shape, c.shape);
-        // error in 0–1 pixel units: normalised difference × std
-        const err = diff(px, ref.get(c.key)).maxAbs * Math.max(...cfg.std);
-        record("preprocess max error (of 1)", err);
-        assert.ok(err <= TOL.pixels, `${c.key}: ${err * 255}/255`);
-        ref.close();
+        try {
+          const proc = new ImageProcessor(cfg, c.aspect === "pad" ? "pad" : "square");
+          const want = ref.get(c.key);
+          assert.deepEqual(want.shape, c.shape, `${c.key}: shape in the safetensors vs the .json`);
+          await checkPixels(proc, join(imagesDir, c.image), want, "preprocess");
+        } finally {
+          ref.close();
+        }
         counts.preprocess++;
       });
     }
@@ -318,8 +368,7 @@ describe("reference parity: preprocessing", () => {
 
 describe("reference parity: connectors", () => {
   const dir = join(REFERENCE, "connectors");
-  const names = existsSync(dir) ? readdirSync(dir).sort() : [];
-  for (const name of names) {
+  for (const name of found.connectors) {
     test(name, () => {
       const golden = JSON.parse(readFileSync(join(dir, name, "golden.json"), "utf8"));
       const cfg = golden.config;
@@ -363,9 +412,16 @@ describe("reference parity: connectors", () => {
 });
 
 describe("slow tokenizer folders (vocab.json + merges.txt)", () => {
-  test("reproduce the tokenizer.json goldens", () => {
-    const src = join(REFERENCE, "tokenizers", "bytelevel");
-    if (!existsSync(src)) return;
+  for (const name of found.byteLevelTokenizers) {
+    test(`${name}: vocab.json + merges.txt reproduce the tokenizer.json goldens`, () => {
+      slowTokenizer(join(REFERENCE, "tokenizers", name));
+      counts.slowTokenizers++;
+    });
+  }
+});
+
+function slowTokenizer(src: string): void {
+  {
     const json = JSON.parse(readFileSync(join(src, "tokenizer.json"), "utf8"));
     const d = mkdtempSync(join(tmpdir(), "tl-tok-"));
     writeFileSync(join(d, "vocab.json"), JSON.stringify(json.model.vocab));
@@ -381,7 +437,21 @@ describe("slow tokenizer folders (vocab.json + merges.txt)", () => {
       assert.deepEqual(tok.encode(c.text), c.ids, JSON.stringify(c.text));
       assert.equal(tok.decode(c.ids), c.decoded);
     }
-  });
+  }
+}
+
+// Runs last (tests of a file run in order): a case that silently returned early, or a folder that discovery found
+// but no test covered, fails here.
+test("summary: every discovered case was checked", () => {
+  const want = {
+    models: found.models.length,
+    tokenizers: found.tokenizers.length,
+    preprocess: found.preprocessCases,
+    connectors: found.connectors.length,
+    slowTokenizers: found.byteLevelTokenizers.length,
+  };
+  assert.deepEqual(counts, want, "cases checked vs cases discovered");
+  for (const [what, n] of Object.entries(want)) assert.ok(n >= 1, `no ${what} cases discovered`);
 });
 
 after(() => {

@@ -1,9 +1,11 @@
 // Op results against independently known values (hand-computed or closed-form).
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { describe, test } from "node:test";
 import * as torch from "../../src/torch/index.js";
 import { F, tensor, tidy } from "../../src/torch/index.js";
-import { assertClose } from "../helpers.js";
+import { native } from "../../src/torch/native.js";
+import { assertClose, expectedThreads, loadedLibraries, openblasLoaded, ROOT } from "../helpers.js";
 
 const t64 = (d: unknown, shape?: number[]) => tensor(d as number[], { dtype: "float64", ...(shape ? { shape } : {}) });
 
@@ -380,6 +382,41 @@ describe("linear algebra and nn functions", () => {
       assertClose(F.scaledDotProductAttention(q, k, v, { attnMask: causal }), refC, { rtol: 1e-12, atol: 1e-14 });
     });
   });
+  test("causal attention with L ≠ S aligns top-left as PyTorch (query i sees keys 0..i), fused and fallback alike", () => {
+    tidy(() => {
+      const g = new torch.Generator(5);
+      for (const [L, S] of [
+        [2, 5],
+        [5, 2],
+        [1, 4],
+        [3, 3],
+      ] as const) {
+        const q = torch.randn([2, L, 4], { dtype: "float64", generator: g });
+        const k = torch.randn([2, S, 4], { dtype: "float64", generator: g });
+        const v = torch.randn([2, S, 3], { dtype: "float64", generator: g });
+        // PyTorch's is_causal: attn_bias from torch.ones(L, S).tril(diagonal=0)
+        const rows = Array.from({ length: L }, (_, i) => Array.from({ length: S }, (_, j) => j <= i));
+        const mask = tensor(rows, { dtype: "bool" });
+        const scores = q.matmul(k.transpose(-2, -1)).div(2);
+        const ref = scores.maskedFill(mask.logicalNot(), Number.NEGATIVE_INFINITY).softmax(-1).matmul(v);
+        const fused = F.scaledDotProductAttention(q, k, v, { isCausal: true });
+        assertClose(fused, ref, { rtol: 1e-12, atol: 1e-14, what: `L=${L} S=${S} causal` });
+        assertClose(F.scaledDotProductAttention(q, k, v, { attnMask: mask }), ref, { rtol: 1e-12, atol: 1e-14 });
+        const math = new torch.Tensor(native.sdpaMath(q.handle, k.handle, v.handle, null, 0, true, null));
+        assertClose(math, ref, { rtol: 1e-12, atol: 1e-14, what: `L=${L} S=${S} fallback` });
+      }
+      // query 0 with S > L attends to key 0 only (bottom-right alignment would let it see keys 0..S−L)
+      const q = torch.ones([1, 1, 2], { dtype: "float64" });
+      const k = torch.ones([1, 3, 2], { dtype: "float64" });
+      const v = tensor([[[1], [10], [100]]], { dtype: "float64" });
+      assert.deepEqual(F.scaledDotProductAttention(q, k, v, { isCausal: true }).toArray(), [1]);
+      // an explicit mask together with isCausal is refused (PyTorch 2.x refuses it too)
+      assert.throws(
+        () => F.scaledDotProductAttention(q, k, v, { isCausal: true, attnMask: torch.ones([1, 3], { dtype: "bool" }) }),
+        /attn_mask cannot be combined with is_causal/,
+      );
+    });
+  });
   test("multinomial samples only from the support, reproducibly", () => {
     tidy(() => {
       const p = t64([0, 0.5, 0, 0.5]);
@@ -402,13 +439,38 @@ describe("errors become exceptions", () => {
 });
 
 describe("threads", () => {
-  test("all cores by default, configurable", () => {
+  test("all cores by default (or TINYLLAVA_NUM_THREADS), configurable", () => {
     const n = torch.getNumThreads();
-    assert.ok(n >= 1);
+    assert.equal(n, expectedThreads(), `TINYLLAVA_NUM_THREADS=${process.env.TINYLLAVA_NUM_THREADS ?? "(unset)"}`);
     torch.setNumThreads(1);
     assert.equal(torch.getNumThreads(), 1);
     torch.setNumThreads(n);
+    assert.equal(torch.getNumThreads(), n);
     assert.throws(() => torch.setNumThreads(0), /positive integer/);
-    assert.equal(torch.blasInfo().openblas, true, "libtorch should run on OpenBLAS, not the reference BLAS");
+  });
+
+  test("reports OpenBLAS exactly when libtorch's BLAS is OpenBLAS (optional: else the reference BLAS, slower)", () => {
+    const b = torch.blasInfo();
+    assert.equal(
+      b.openblas,
+      openblasLoaded(),
+      `mapped BLAS libraries: ${loadedLibraries().filter((p) => /blas/.test(p))}`,
+    );
+    if (b.openblas) {
+      assert.match(b.config, /^OpenBLAS /);
+      assert.equal(b.threads, torch.getNumThreads(), "OpenBLAS's threads follow setNumThreads");
+    } else {
+      assert.deepEqual([b.threads, b.config], [-1, ""]);
+    }
+  });
+
+  test("TINYLLAVA_NUM_THREADS sets the start-up thread count in a fresh process", () => {
+    const r = spawnSync(
+      process.execPath,
+      ["--import", "tsx", "-e", 'import("./src/torch/index.ts").then((t) => console.log(t.getNumThreads()))'],
+      { cwd: ROOT, encoding: "utf8", env: { ...process.env, TINYLLAVA_NUM_THREADS: "1" } },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "1");
   });
 });

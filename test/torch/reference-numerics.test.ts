@@ -1,8 +1,34 @@
 // PyTorch 2.x numerics on any libtorch (native/src/reference.cpp): cos/sin through MKL's VML as the official x86
 // builds compute them, and sums in the AVX2 reduction order PyTorch 2.x uses on AVX-512 machines.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { arange, F, fromBuffer, kernelAlignment, tensor, tidy, vmlInfo } from "../../src/torch/index.js";
+import { mklExpected, ROOT } from "../helpers.js";
+
+interface ChildReport {
+  vml: { available: boolean; info: string };
+  differFromLibtorch: number;
+  threads: number;
+}
+
+/** Runs test/torch/vml-child.ts with these environment changes (undefined removes a variable). */
+function child(env: Record<string, string | undefined>): ChildReport {
+  const e: NodeJS.ProcessEnv = { ...process.env };
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) delete e[k];
+    else e[k] = v;
+  }
+  const r = spawnSync(process.execPath, ["--import", "tsx", join(ROOT, "test", "torch", "vml-child.ts")], {
+    encoding: "utf8",
+    env: e,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout.trim().split("\n").pop() ?? "");
+}
 
 const f = Math.fround;
 
@@ -15,10 +41,35 @@ function ulps(a: number, b: number): number {
 }
 
 describe("cosSin", () => {
-  test("reports whether MKL's VML is used, and why not", () => {
+  test("uses MKL's VML exactly when MKL is on the loader path (and TINYLLAVA_VML is not 0)", () => {
     const v = vmlInfo();
-    assert.equal(typeof v.available, "boolean");
-    assert.match(v.info, v.available ? /^MKL VML \(/ : /MKL|TINYLLAVA_VML/);
+    const expected = mklExpected();
+    assert.equal(v.available, expected, `MKL ${expected ? "is" : "is not"} on the loader path, but vmlInfo: ${v.info}`);
+    if (expected) assert.match(v.info, /^MKL VML \(.*compatible code path\)$/);
+    else
+      assert.match(v.info, process.env.TINYLLAVA_VML === "0" ? /^disabled by TINYLLAVA_VML=0$/ : /^MKL not found \(/);
+  });
+
+  test("without MKL (child processes): TINYLLAVA_VML=0, or an MKL folder without MKL; libtorch's cos/sin then", () => {
+    const empty = mkdtempSync(join(tmpdir(), "tl-nomkl-"));
+    try {
+      const off = child({ TINYLLAVA_VML: "0" });
+      assert.deepEqual(off.vml, { available: false, info: "disabled by TINYLLAVA_VML=0" });
+      assert.equal(off.differFromLibtorch, 0, "cos/sin fall back to libtorch's kernels");
+      const none = child({ TINYLLAVA_MKL_DIR: empty, TINYLLAVA_VML: undefined });
+      assert.equal(none.vml.available, false);
+      assert.match(none.vml.info, new RegExp(`^MKL not found \\(.*${empty}/libmkl_core\\.so`));
+      assert.equal(none.differFromLibtorch, 0);
+      assert.equal(mklExpected({ TINYLLAVA_MKL_DIR: empty }), false);
+      if (mklExpected({})) {
+        // and with MKL: VML's values, which differ from libtorch's SLEEF in the last bit on some RoPE angles
+        const on = child({ TINYLLAVA_VML: undefined, TINYLLAVA_MKL_DIR: undefined });
+        assert.equal(on.vml.available, true, on.vml.info);
+        assert.ok(on.differFromLibtorch > 0);
+      }
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
   });
 
   test("float32 RoPE angles: within 1 ulp of libtorch's kernels; PyTorch 2.x's values where they differ", () => {
@@ -44,6 +95,8 @@ describe("cosSin", () => {
         const { cos: c5 } = F.cosSin(tensor([0.005], { dtype: "float32" }));
         assert.equal(c5.item(), 0.9999874830245972);
         assert.ok(differ > 0, "VML and libtorch's SLEEF differ on some RoPE angles");
+      } else {
+        assert.equal(differ, 0, "without VML, cosSin is libtorch's cos/sin");
       }
     });
   });

@@ -1,7 +1,7 @@
 // safetensors: round trips for every dtype, sharded checkpoints, atomic writes, and each malformed file rejected
 // with its own message.
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -115,6 +115,145 @@ describe("safetensors", () => {
     });
   });
 
+  test("non-ASCII tensor names: the header is padded in UTF-8 bytes, so the data stays 8-byte aligned", () => {
+    const d = dir();
+    tidy(() => {
+      for (const names of [["é"], ["名前", "x"], ["🙂.weight", "Ω", "plain"], ["ñ".repeat(7)]]) {
+        const src = new Map(names.map((n, i) => [n, tensor([i + 0.5, -i], { dtype: "float64" })]));
+        const p = join(d, "u.safetensors");
+        saveSafetensors(p, src, { clé: "välue" });
+        const bytes = readFileSync(p);
+        const headerLen = Number(bytes.readBigUInt64LE(0));
+        assert.equal((8 + headerLen) % 8, 0, `data of ${JSON.stringify(names)} starts at ${8 + headerLen}`);
+        assert.equal(bytes.length, 8 + headerLen + 16 * names.length);
+        const header = bytes.subarray(8, 8 + headerLen).toString("utf8");
+        assert.match(header, / *$/);
+        assert.deepEqual(Object.keys(JSON.parse(header)).sort(), [...names, "__metadata__"].sort());
+        const f = new SafetensorsFile(p);
+        assert.deepEqual(f.metadata, { clé: "välue" });
+        for (const [n, t] of src) assert.deepEqual(f.get(n).toArray(), t.toArray(), n);
+        f.close();
+      }
+    });
+  });
+
+  const openFds = () => readdirSync("/proc/self/fd").length;
+
+  test("a sharded checkpoint whose later shard fails to open closes the shards it opened (no leaked fds)", (t) => {
+    if (!existsSync("/proc/self/fd")) {
+      t.skip("needs /proc/self/fd");
+      return;
+    }
+    const d = dir();
+    tidy(() => {
+      const src = new Map<string, torch.Tensor>();
+      for (let i = 0; i < 4; i++) src.set(`w${i}`, torch.full([32], i));
+      torch.saveShardedSafetensors(d, src, 200);
+    });
+    const idx = JSON.parse(readFileSync(join(d, "model.safetensors.index.json"), "utf8"));
+    const shards = [...new Set(Object.values(idx.weight_map) as string[])].sort();
+    assert.ok(shards.length >= 3);
+    const last = shards[shards.length - 1] as string;
+    const before = openFds();
+    // the last shard corrupt: the first ones are open by the time it fails
+    writeFileSync(join(d, last), Buffer.alloc(3));
+    for (let i = 0; i < 5; i++)
+      assert.throws(() => SafetensorsCheckpoint.open(d), /too small for a safetensors header/);
+    assert.equal(openFds(), before, "file descriptors leaked");
+    // a shard missing, and an index naming a tensor its shard lacks: same
+    rmSync(join(d, last));
+    assert.throws(() => SafetensorsCheckpoint.open(d), /file not found/);
+    idx.weight_map.w0 = shards[1];
+    writeFileSync(join(d, "model.safetensors.index.json"), JSON.stringify(idx));
+    writeFileSync(join(d, last), readFileSync(join(d, shards[0] as string)));
+    assert.throws(() => SafetensorsCheckpoint.open(d), /but that file has no such tensor/);
+    assert.equal(openFds(), before, "file descriptors leaked");
+  });
+
+  test("saving over an older checkpoint replaces it whole: single over sharded, sharded over single or sharded", () => {
+    const d = dir();
+    const ckpt = (n: number, v: number) => new Map(Array.from({ length: n }, (_, i) => [`w${i}`, torch.full([32], v)]));
+    const load = () => {
+      const ck = SafetensorsCheckpoint.open(d);
+      try {
+        return Object.fromEntries(ck.keys().map((k) => [k, ck.get(k).toArray()[0]]));
+      } finally {
+        ck.close();
+      }
+    };
+    const files = () => readdirSync(d).sort();
+    tidy(() => {
+      // sharded (3 files), then a single file over it: the index and its shards go, the new weights load
+      torch.saveShardedSafetensors(d, ckpt(3, 1), 200);
+      assert.deepEqual(files(), [
+        "model-00001-of-00003.safetensors",
+        "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors",
+        "model.safetensors.index.json",
+      ]);
+      torch.saveShardedSafetensors(d, ckpt(2, 2), 10_000);
+      assert.deepEqual(files(), ["model.safetensors"]);
+      assert.deepEqual(load(), { w0: 2, w1: 2 });
+      // sharded over the single file
+      torch.saveShardedSafetensors(d, ckpt(2, 3), 200);
+      assert.deepEqual(files(), [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+      ]);
+      assert.deepEqual(load(), { w0: 3, w1: 3 });
+      // sharded over sharded with other shard names: the old shards go
+      torch.saveShardedSafetensors(d, ckpt(3, 4), 200);
+      assert.deepEqual(files(), [
+        "model-00001-of-00003.safetensors",
+        "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors",
+        "model.safetensors.index.json",
+      ]);
+      assert.deepEqual(load(), { w0: 4, w1: 4, w2: 4 });
+      // saveSafetensors to <dir>/model.safetensors is a single-file checkpoint save too
+      saveSafetensors(join(d, "model.safetensors"), ckpt(1, 5));
+      assert.deepEqual(files(), ["model.safetensors"]);
+      assert.deepEqual(load(), { w0: 5 });
+      // other files in the folder are left alone, and an index cannot make us delete outside the folder
+      const outside = join(dir(), "keep.safetensors");
+      writeFileSync(outside, "x");
+      writeFileSync(join(d, "config.json"), "{}");
+      writeFileSync(join(d, "adapter.safetensors"), "y");
+      writeFileSync(
+        join(d, "model.safetensors.index.json"),
+        JSON.stringify({ weight_map: { a: outside, b: "../keep.safetensors", c: "config.json" } }),
+      );
+      torch.saveShardedSafetensors(d, ckpt(1, 6));
+      assert.deepEqual(files(), ["adapter.safetensors", "config.json", "model.safetensors"]);
+      assert.ok(existsSync(outside));
+      assert.deepEqual(load(), { w0: 6 });
+    });
+    assert.deepEqual(
+      readdirSync(d).filter((n) => n.includes(".tmp-")),
+      [],
+      "no temporary files left behind",
+    );
+  });
+
+  test("a failed sharded save leaves the previous checkpoint as it was", () => {
+    const d = dir();
+    tidy(() => {
+      torch.saveShardedSafetensors(d, new Map([["a", torch.full([64], 1)]]));
+      const before = readFileSync(join(d, "model.safetensors"));
+      const disposed = tensor([1]);
+      disposed.dispose();
+      const big = new Map<string, torch.Tensor>([
+        ["a", torch.full([64], 2)],
+        ["b", torch.full([64], 2)],
+        ["z", disposed],
+      ]);
+      assert.throws(() => torch.saveShardedSafetensors(d, big, 300), /used after dispose/);
+      assert.deepEqual(readdirSync(d), ["model.safetensors"]);
+      assert.ok(readFileSync(join(d, "model.safetensors")).equals(before));
+    });
+  });
+
   const f32 = Buffer.alloc(16);
   const malformed: [string, Buffer, RegExp][] = [
     ["too small", Buffer.alloc(4), /too small for a safetensors header/],
@@ -172,6 +311,19 @@ describe("safetensors", () => {
       ),
       /tensors "a" and "b" overlap/,
     ],
+    [
+      "overlap across an empty tensor between them",
+      rawFile(
+        {
+          a: { dtype: "F32", shape: [2], data_offsets: [0, 8] },
+          e: { dtype: "F32", shape: [0], data_offsets: [4, 4] },
+          b: { dtype: "F32", shape: [2], data_offsets: [4, 12] },
+        },
+        f32,
+      ),
+      /tensors "a" and "b" overlap \(bytes 0-8 and 4-12\)/,
+    ],
+
     [
       "metadata not strings",
       rawFile({ __metadata__: { a: 1 } }, Buffer.alloc(0)),
