@@ -380,12 +380,22 @@ export class ImageProcessor {
     const { width: w, height: h } = t;
     const c = this.config;
     const out = new Float32Array(3 * w * h);
+    // transformers 5 fuses rescale + normalise into one normalise with mean/std scaled by 1/rescale_factor (float32
+    // tensors: fround(fround(mean) · 255)), so the float32 values match it exactly that way
+    const fused = c.doNormalize && Math.abs(c.rescaleFactor * 255 - 1) < 1e-12;
     for (let ch = 0; ch < 3; ch++) {
       const mean = Math.fround(c.mean[ch] as number);
       const std = Math.fround(c.std[ch] as number);
+      const mean255 = Math.fround(mean * Math.fround(1 / c.rescaleFactor));
+      const std255 = Math.fround(std * Math.fround(1 / c.rescaleFactor));
       for (let i = 0; i < w * h; i++) {
-        let v = Math.fround((t.data[i * 3 + ch] as number) * c.rescaleFactor);
-        if (c.doNormalize) v = Math.fround(Math.fround(v - mean) / std);
+        const x = t.data[i * 3 + ch] as number;
+        let v: number;
+        if (fused) v = Math.fround(Math.fround(x - mean255) / std255);
+        else {
+          v = Math.fround(x * c.rescaleFactor);
+          if (c.doNormalize) v = Math.fround(Math.fround(v - mean) / std);
+        }
         out[ch * w * h + i] = v;
       }
     }
