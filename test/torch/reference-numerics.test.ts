@@ -259,6 +259,41 @@ describe("softmax backward", () => {
     });
   });
 
+  test("float32 log_softmax forward (cross entropy's) sums in the reference's 16 lanes on AVX2 CPUs", (t) => {
+    if (!/softmax and log_softmax in AVX-512 lane order/.test(kernelAlignment())) {
+      t.skip("ATen's AVX-512 kernel is in use (this CPU has AVX-512), or libtorch's own kernel");
+      return;
+    }
+    tidy(() => {
+      for (const n of [7, 16, 17, 100, 380]) {
+        const x = tensor(
+          Array.from({ length: 2 * n }, (_, i) => Math.cos(i * 0.77) * 6),
+          { dtype: "float32", shape: [2, n] },
+        );
+        const got = x.logSoftmax(-1).toArray();
+        const mx = x.amax(-1, true);
+        const shifted = x.sub(mx).toArray();
+        const e = x.sub(mx).exp().toArray();
+        for (let r = 0; r < 2; r++) {
+          const row = e.slice(r * n, (r + 1) * n);
+          let sum: number;
+          if (n < 16) sum = row.reduce((a, b) => f(a + b));
+          else {
+            let acc = row.slice(0, 16);
+            let d = 16;
+            for (; d < n - (n % 16); d += 16) for (let l = 0; l < 16; l++) acc[l] = f(acc[l]! + row[d + l]!);
+            for (let l = 0; l < n - d; l++) acc[l] = f(acc[l]! + row[d + l]!);
+            for (let step = 8; step >= 1; step /= 2) acc = acc.map((v, l) => f(v + acc[l ^ step]!));
+            sum = acc[0]!;
+          }
+          const lse = tensor([sum], { dtype: "float32" }).log().item();
+          const want = shifted.slice(r * n, (r + 1) * n).map((v) => f(v - lse));
+          assert.deepEqual(got.slice(r * n, (r + 1) * n), want, `n=${n} row ${r}`);
+        }
+      }
+    });
+  });
+
   test("other dtypes keep libtorch's kernel; float64 matches the closed form", () => {
     tidy(() => {
       const xb = tensor([0.5, -1, 2, 0.25], { dtype: "bfloat16" }).requiresGrad_(true);
