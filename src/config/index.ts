@@ -191,6 +191,8 @@ export interface VisionConfig {
   patch_size: number;
   hidden_act: string;
   layer_norm_eps: number;
+  /** SigLIP's attention-pooling head is in the checkpoint (HF's vision_use_head, default true) */
+  vision_use_head: boolean;
 }
 
 export const VISION_TYPES = ["siglip_vision_model", "clip_vision_model"] as const;
@@ -224,6 +226,7 @@ export function parseVisionConfig(f: Fields): VisionConfig {
     patch_size,
     hidden_act: f.str("hidden_act", isClip ? "quick_gelu" : "gelu_pytorch_tanh"),
     layer_norm_eps: f.num("layer_norm_eps", isClip ? 1e-5 : 1e-6),
+    vision_use_head: !isClip && f.bool("vision_use_head", true),
   };
 }
 

@@ -9,8 +9,8 @@
 //   modern              model.vision_tower.vision_model.*, model.multi_modal_projector.*, model.language_model.*, lm_head.*
 export type CheckpointLayout = "tinyllava-factory" | "llava-hf-classic" | "transformers-5" | "modern";
 
-/** Maps one key of any supported layout to the internal name, or null for weights the model does not use
- * (SigLIP's attention-pooling head). */
+/** Maps one key of any supported layout to the internal name (null: a weight the model does not have). SigLIP's
+ * attention-pooling head, unused by TinyLLaVA, is carried as buffers so checkpoints round-trip unchanged. */
 export function canonicalKey(key: string): string | null {
   let k = key;
   if (k.startsWith("model.language_model.")) k = `language_model.model.${k.slice("model.language_model.".length)}`;
@@ -30,7 +30,6 @@ export function canonicalKey(key: string): string | null {
   ) {
     k = `language_model.model.${k.slice("language_model.".length)}`;
   }
-  if (k.startsWith("vision_tower.vision_model.head.")) return null;
   return k;
 }
 

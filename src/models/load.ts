@@ -106,7 +106,10 @@ function loadInto(
     }
   });
   const expected = [...own.keys()].filter((k) => !skipPrefixes.some((p) => k.startsWith(p)));
-  const missing = expected.filter((k) => !seen.has(k) && !k.endsWith(".position_ids"));
+  // SigLIP's unused pooling head may be absent (then it stays zero, as a checkpoint without it)
+  const missing = expected.filter(
+    (k) => !seen.has(k) && !k.endsWith(".position_ids") && !k.startsWith("vision_tower.vision_model.head."),
+  );
   checkKeys(`${dir}: `, "weights", missing, unexpected, 12);
 }
 

@@ -54,7 +54,7 @@ export class TinyLlava extends Module {
 
   constructor(
     readonly config: TinyLlavaConfig,
-    readonly dtype: DType,
+    public dtype: DType,
     parts: { keys?: Set<string>; connector?: Omit<ConnectorOptions, "dtype"> } = {},
   ) {
     super();

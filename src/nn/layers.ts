@@ -44,11 +44,20 @@ function rowsOf(x: Tensor, features: number): number {
   return x.numel() / features;
 }
 
+/** A low-rank update attached to a Linear (LoRA, src/nn/lora.ts): `forward` adds its term to the layer's output `y`
+ * for input `x`; its tensors are the layer's parameters too (named e.g. `lora_A.weight`, as PEFT names them). */
+export interface LinearAdapter {
+  forward(x: Tensor, y: Tensor, training: boolean): Tensor;
+  namedParameters(): Iterable<[string, Tensor]>;
+}
+
 export class Linear extends Module {
   weight: Tensor;
   readonly bias: Tensor | null;
   /** set by quantizeInt8(): then `weight` is the int8 tensor and this holds its scales */
   int8: Int8Weight | null = null;
+  /** set by applyLora() (src/nn/lora.ts): an adapter whose term is added to the output */
+  lora: LinearAdapter | null = null;
   constructor(
     readonly inFeatures: number,
     readonly outFeatures: number,
@@ -62,7 +71,13 @@ export class Linear extends Module {
       opts.bias === false ? null : this.registerParameter("bias", uniform(empty([outFeatures], co(opts)), bound));
   }
   forward(x: Tensor): Tensor {
-    return linearWith(x, this.weight, this.int8, this.bias);
+    const y = linearWith(x, this.weight, this.int8, this.bias);
+    return this.lora ? this.lora.forward(x, y, this.training) : y;
+  }
+  /** The layer's own parameters, then its adapter's (so they are in parameters(), stateDict() and to(dtype)). */
+  override *namedParameters(prefix = ""): Generator<[string, Tensor]> {
+    yield* super.namedParameters(prefix);
+    if (this.lora) for (const [n, t] of this.lora.namedParameters()) yield [prefix ? `${prefix}.${n}` : n, t];
   }
   /** Replaces the weight by int8 rows + per-row float32 scales (symmetric, max|w|/127); frees the original. */
   quantizeInt8(): void {
@@ -94,7 +109,7 @@ export function linearWith(x: Tensor, weight: Tensor, int8: Int8Weight | null, b
 export class Embedding extends Module {
   weight: Tensor;
   int8: Int8Weight | null = null;
-  readonly dtype: DType;
+  dtype: DType;
   constructor(
     readonly numEmbeddings: number,
     readonly embeddingDim: number,

@@ -213,6 +213,11 @@ export class Module {
         }
       }
     });
+    // modules that record their compute dtype (towers, LMs, TinyLlava) follow the cast
+    for (const [, m] of this.namedModules()) {
+      const rec = m as unknown as { dtype?: unknown };
+      if (typeof rec.dtype === "string" && Object.hasOwn(m, "dtype")) rec.dtype = dtype;
+    }
     return this;
   }
   /** Swaps a parameter for buffers (e.g. a quantised weight and its scales): the parameter is freed and leaves

@@ -8,6 +8,7 @@ import { KVCache } from "../../nn/kv-cache.js";
 import { Embedding, LayerNorm, Linear, linearWith, RMSNorm } from "../../nn/layers.js";
 import * as lowp from "../../nn/lowp.js";
 import { Module, ModuleList } from "../../nn/module.js";
+import { runLayers } from "../../nn/recompute.js";
 import { RotaryEmbedding } from "../../nn/rope.js";
 import { arange, ones } from "../../torch/creation.js";
 import type { DType } from "../../torch/dtype.js";
@@ -282,7 +283,7 @@ export class CausalLM extends Module {
 
   constructor(
     readonly config: TextConfig,
-    readonly dtype: DType,
+    public dtype: DType,
     body: DecoderBody,
     rope: RotaryEmbedding,
     opts: { lmHeadBias?: boolean } = {},
@@ -335,11 +336,13 @@ export class CausalLM extends Module {
       // one new token without padding sees every key: no mask needed
       const mask = L === 1 && !attentionMask ? null : causalMask(attentionMask ?? null, B, L, h.dtype, past);
       const layers = this.model.layers;
-      for (let i = 0; i < layers.length; i++) {
-        const next = layers.at(i).forward(h, cos, sin, mask, cache ? { kv: cache, layer: i } : null);
-        if (h !== inputsEmbeds) h.dispose(); // autograd keeps what backward needs; the JS handle can go
-        h = next;
-      }
+      h = runLayers(
+        layers.length,
+        h,
+        (i, x, [c, s, m]) =>
+          layers.at(i).forward(x, c as Tensor, s as Tensor, m ?? null, cache ? { kv: cache, layer: i } : null),
+        mask ? [cos, sin, mask] : [cos, sin],
+      );
       cache?.advance(L);
       if (lastOnly && L > 1) h = h.narrow(1, L - 1, 1);
       return this.model.norm.forward(h);

@@ -63,7 +63,7 @@ export class ClipVisionTower extends Module implements VisionTower {
   readonly visionModel: ClipVisionTransformer;
   constructor(
     readonly config: VisionConfig,
-    readonly dtype: DType,
+    public dtype: DType,
   ) {
     super();
     this.visionModel = this.registerModule("vision_model", new ClipVisionTransformer(config, dtype));

@@ -6,6 +6,7 @@ import { getActivation } from "../../nn/activations.js";
 import { LayerNorm, Linear } from "../../nn/layers.js";
 import * as lowp from "../../nn/lowp.js";
 import { Module, ModuleList } from "../../nn/module.js";
+import { runLayers } from "../../nn/recompute.js";
 import type { DType } from "../../torch/dtype.js";
 import type { Tensor } from "../../torch/tensor.js";
 import { FcMLP, softmaxFreeing } from "../llm/base.js";
@@ -79,13 +80,7 @@ export class VisionEncoder extends Module {
   }
   /** Runs the first `n` layers. */
   forward(x: Tensor, n = this.layers.length): Tensor {
-    let h = x;
-    for (let i = 0; i < n; i++) {
-      const next = this.layers.at(i).forward(h);
-      if (h !== x) h.dispose(); // one layer's input at a time (autograd keeps its own references)
-      h = next;
-    }
-    return h;
+    return runLayers(n, x, (i, h) => this.layers.at(i).forward(h));
   }
 }
 

@@ -4,7 +4,7 @@
 import { patchesPerSide, type VisionConfig } from "../../config/index.js";
 import { Conv2d, Embedding, LayerNorm } from "../../nn/layers.js";
 import { Module } from "../../nn/module.js";
-import { arange } from "../../torch/creation.js";
+import { arange, zeros } from "../../torch/creation.js";
 import type { DType } from "../../torch/dtype.js";
 import type { Tensor } from "../../torch/tensor.js";
 import { VisionEncoder, type VisionTower } from "./encoder.js";
@@ -36,6 +36,32 @@ class SiglipEmbeddings extends Module {
   }
 }
 
+/** SigLIP's attention-pooling (MAP) head. TinyLLaVA never runs it (it takes hidden_states[−2]); its tensors are kept
+ * as buffers with HF's names so a checkpoint saved by us still has every tensor HF's SiglipVisionModel expects. */
+class SiglipHead extends Module {
+  constructor(hidden: number, inter: number, dtype: DType) {
+    super();
+    const z = (shape: number[]) => zeros(shape, { dtype });
+    this.registerBuffer("probe", z([1, 1, hidden]));
+    const attn = this.registerModule("attention", new Module());
+    attn.registerBuffer("in_proj_weight", z([3 * hidden, hidden]));
+    attn.registerBuffer("in_proj_bias", z([3 * hidden]));
+    const out = attn.registerModule("out_proj", new Module());
+    out.registerBuffer("weight", z([hidden, hidden]));
+    out.registerBuffer("bias", z([hidden]));
+    const ln = this.registerModule("layernorm", new Module());
+    ln.registerBuffer("weight", z([hidden]));
+    ln.registerBuffer("bias", z([hidden]));
+    const mlp = this.registerModule("mlp", new Module());
+    const fc1 = mlp.registerModule("fc1", new Module());
+    fc1.registerBuffer("weight", z([inter, hidden]));
+    fc1.registerBuffer("bias", z([inter]));
+    const fc2 = mlp.registerModule("fc2", new Module());
+    fc2.registerBuffer("weight", z([hidden, inter]));
+    fc2.registerBuffer("bias", z([hidden]));
+  }
+}
+
 class SiglipVisionTransformer extends Module {
   readonly embeddings: SiglipEmbeddings;
   readonly encoder: VisionEncoder;
@@ -48,6 +74,7 @@ class SiglipVisionTransformer extends Module {
       "post_layernorm",
       new LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, { dtype }),
     );
+    if (cfg.vision_use_head) this.registerModule("head", new SiglipHead(cfg.hidden_size, cfg.intermediate_size, dtype));
   }
 }
 
@@ -55,7 +82,7 @@ export class SiglipVisionTower extends Module implements VisionTower {
   readonly visionModel: SiglipVisionTransformer;
   constructor(
     readonly config: VisionConfig,
-    readonly dtype: DType,
+    public dtype: DType,
   ) {
     super();
     this.visionModel = this.registerModule("vision_model", new SiglipVisionTransformer(config, dtype));
