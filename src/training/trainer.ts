@@ -163,7 +163,13 @@ class MasterWeights {
     });
   }
   mastersToParams(): void {
-    noGrad(() => tidy(() => this.params.forEach((p, i) => p.copy_(this.masters[i] as Tensor))));
+    noGrad(() =>
+      tidy(() => {
+        this.params.forEach((p, i) => {
+          p.copy_(this.masters[i] as Tensor);
+        });
+      }),
+    );
   }
   dispose(): void {
     for (const m of this.masters) m.dispose();
@@ -409,7 +415,7 @@ function saveModelFolderKeepingLogs(
   for (const f of readdirSync(stage)) {
     rmSync(join(outputDir, f), { recursive: true, force: true });
     // rename is atomic per file on one filesystem
-    renameInto(join(stage, f), join(outputDir, f));
+    renameSync(join(stage, f), join(outputDir, f));
   }
   rmSync(stage, { recursive: true, force: true });
 }
