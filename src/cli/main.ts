@@ -70,6 +70,24 @@ generationFlags(
 ).action(async (o) => (await import("./chat.js")).chatCommand(o));
 
 program
+  .command("merge-lora")
+  .description("fold a LoRA adapter (PEFT adapter folder) into its base model and write a plain model folder")
+  .requiredOption("-m, --model <dir>", "base model folder (config.json + safetensors + tokenizer)")
+  .requiredOption("-a, --adapter <dir>", "adapter folder (adapter_config.json + adapter_model.safetensors)")
+  .requiredOption("-o, --out <dir>", "output model folder (written in the base folder's key layout)")
+  .option("--dtype <dtype>", "float32, bfloat16, float16 or float64 (default: the base config's torch_dtype)")
+  .action(async (o) => (await import("./merge-lora.js")).mergeLoraCommand(o));
+
+{
+  const { addTrainFlags } = await import("./train.js");
+  addTrainFlags(
+    program
+      .command("train")
+      .description("train with TinyLLaVA's recipes (pretrain / finetune; full, frozen, partially-tune, LoRA)"),
+  ).action(async (o) => (await import("./train.js")).trainCommand(o));
+}
+
+program
   .command("eval")
   .description("score benchmark answers with the official rules (eval score), report a model (eval report)")
   .helpOption(false)
