@@ -13,11 +13,13 @@ import {
 } from "../config/index.js";
 import { CheckpointError, ConfigError } from "../errors.js";
 import { withoutInit } from "../nn/layers.js";
+import { mergeLora } from "../nn/lora.js";
 import { checkKeys, checkShape } from "../nn/module.js";
 import { noGrad } from "../torch/autograd.js";
 import type { DType } from "../torch/dtype.js";
 import { SafetensorsCheckpoint } from "../torch/safetensors.js";
 import { canonicalKey } from "./checkpoint.js";
+import { ADAPTER_CONFIG, loadAdapter, loadLoraComponents } from "./lora.js";
 import { TinyLlava } from "./tinyllava.js";
 
 export interface LoadProgress {
@@ -124,6 +126,15 @@ export function loadTinyLlava(dir: string, opts: LoadOptions = {}): TinyLlava {
   const cfgPath = join(dir, "config.json");
   const config = parseTinyLlavaConfig(readJson(cfgPath), cfgPath);
   const components = ["language_model", "vision_tower", "connector"].map((c) => join(dir, c));
+  // Factory's LoRA output: component folders with the base weights + a PEFT adapter, merged on load (as Factory's
+  // load_pretrained_model does)
+  if (!hasWeights(dir) && existsSync(join(dir, ADAPTER_CONFIG))) {
+    const model = withoutInit(() => new TinyLlava(config, dtype));
+    loadLoraComponents(model, dir);
+    loadAdapter(model, dir);
+    mergeLora(model);
+    return model;
+  }
   if (!hasWeights(dir) && components.every((c) => existsSync(c))) return loadFactoryComponents(dir, config, dtype);
   if (!hasWeights(dir)) throw weightsError(dir);
   return withWeights(dir, (ck) => {

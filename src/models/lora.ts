@@ -29,6 +29,8 @@ export const ADAPTER_CONFIG = "adapter_config.json";
 export const ADAPTER_WEIGHTS = "adapter_model.safetensors";
 /** get_peft_model_state_dict's prefix: PeftModel.base_model (LoraModel) .model (the wrapped TinyLLaVA) */
 export const PEFT_PREFIX = "base_model.model.";
+/** SigLIP's attention-pooling head: carried in the model (as buffers) but never run */
+const SIGLIP_HEAD = "vision_tower.vision_model.head.";
 
 // ---- which layers (Factory's find_all_linear_names) ----
 
@@ -308,8 +310,10 @@ export function saveAdapter(model: TinyLlava, dir: string, opts: SaveAdapterOpti
     }
   }
   const toSave = opts.modulesToSave ?? [];
+  const state = model.stateDict();
   for (const m of toSave) {
-    const below = [...params].filter(
+    // PEFT saves the module's whole state_dict (its buffers too)
+    const below = [...state].filter(
       ([n]) => n.startsWith(`${m}.`) && !n.includes(".lora_A.") && !n.includes(".lora_B."),
     );
     if (below.length === 0) throw new ConfigError(`saveAdapter: modulesToSave "${m}" names no module with parameters`);
@@ -317,7 +321,14 @@ export function saveAdapter(model: TinyLlava, dir: string, opts: SaveAdapterOpti
       throw new ConfigError(`saveAdapter: modulesToSave "${m}" also holds LoRA layers (PEFT cannot save both)`);
     for (const [n, t] of below) tensors.set(PEFT_PREFIX + layoutKey(n, layout), pick(n, t));
   }
-  // r / alpha: the first layer's are the defaults, the others go to rank_pattern / alpha_pattern by full name
+  // r / alpha: the most common values are the config's, the others go to rank_pattern / alpha_pattern by full name
+  const mode = (xs: number[]) => {
+    const counts = new Map<number, number>();
+    for (const x of xs) counts.set(x, (counts.get(x) ?? 0) + 1);
+    return [...counts].reduce((best, c) => (c[1] > best[1] ? c : best))[0];
+  };
+  const r = mode(layers.map(([, , a]) => a.r));
+  const alpha = mode(layers.map(([, , a]) => a.alpha));
   const first = layers[0]![2];
   const rankPattern: Record<string, number> = {};
   const alphaPattern: Record<string, number> = {};
@@ -329,8 +340,8 @@ export function saveAdapter(model: TinyLlava, dir: string, opts: SaveAdapterOpti
     );
   for (const [path, , a] of layers) {
     const key = escapeRegex(moduleName(path, layout));
-    if (a.r !== first.r) rankPattern[key] = a.r;
-    if (a.alpha !== first.alpha) alphaPattern[key] = a.alpha;
+    if (a.r !== r) rankPattern[key] = a.r;
+    if (a.alpha !== alpha) alphaPattern[key] = a.alpha;
   }
   const config: Json = {
     alpha_pattern: alphaPattern,
@@ -342,12 +353,12 @@ export function saveAdapter(model: TinyLlava, dir: string, opts: SaveAdapterOpti
     exclude_modules: null,
     fan_in_fan_out: false,
     inference_mode: true,
-    init_lora_weights: true,
+    init_lora_weights: first.init,
     layer_replication: null,
     layers_pattern: null,
     layers_to_transform: null,
     loftq_config: {},
-    lora_alpha: first.alpha,
+    lora_alpha: alpha,
     lora_bias: false,
     lora_dropout: first.dropout,
     megatron_config: null,
@@ -355,7 +366,7 @@ export function saveAdapter(model: TinyLlava, dir: string, opts: SaveAdapterOpti
     modules_to_save: toSave.length ? toSave.map((m) => moduleName(m, layout)) : null,
     peft_type: "LORA",
     qalora_group_size: 16,
-    r: first.r,
+    r,
     rank_pattern: rankPattern,
     revision: opts.revision ?? null,
     target_modules: layers.map(([p]) => moduleName(p, layout)).sort(),
@@ -370,8 +381,13 @@ export function saveAdapter(model: TinyLlava, dir: string, opts: SaveAdapterOpti
   const weights = join(dir, ADAPTER_WEIGHTS);
   const cfgPath = join(dir, ADAPTER_CONFIG);
   saveSafetensors(weights, tensors, { format: "pt" });
-  // json.dumps(indent=2, sort_keys=True): the keys above are already sorted
-  const text = Buffer.from(JSON.stringify(config, null, 2));
+  // json.dumps(indent=2, sort_keys=True) (the keys above are sorted), ASCII-only as Python's default
+  const text = Buffer.from(
+    JSON.stringify(config, null, 2).replace(
+      /[\u007f-\uffff]/g,
+      (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+    ),
+  );
   atomicWrite(cfgPath, (fd) => {
     let done = 0;
     while (done < text.length) done += writeSync(fd, text, done, text.length - done);
@@ -395,7 +411,7 @@ export interface LoadedAdapter {
   layers: string[];
   /** our names of the parameters overwritten from modules_to_save / bias tensors */
   copied: string[];
-  /** adapter tensors of modules this library does not build (SigLIP's attention-pooling head): unused */
+  /** adapter tensors of SigLIP's attention-pooling head, which TinyLLaVA never runs (and Factory never targets) */
   ignored: string[];
 }
 
@@ -455,6 +471,7 @@ function attach(
   const file = st.path;
   const linears = new Map(linearLayers(model));
   const params = new Map(model.namedParameters());
+  const state = model.stateDict();
   const modules = new Map<string, AdaptedModule>();
   const extras: [key: string, internal: string][] = [];
   const ignored: string[] = [];
@@ -475,14 +492,14 @@ function attach(
       // modules_to_save / bias tensors (an older PEFT kept "modules_to_save.<adapter>." in the name)
       const plain = rest.replace(/\.modules_to_save\.[^.]+\./, ".");
       const internal = canonicalKey(plain);
-      if (internal === null) ignored.push(key);
+      if (internal === null || (internal.startsWith(SIGLIP_HEAD) && !state.has(internal))) ignored.push(key);
       else extras.push([key, internal]);
       continue;
     }
     const [, name, which, adapterName] = m as unknown as [string, string, "lora_A" | "lora_B", string | undefined];
     if (adapterName !== undefined) adapterNames.add(adapterName);
     const internal = canonicalKey(`${name}.weight`);
-    if (internal === null) {
+    if (internal === null || internal.startsWith(SIGLIP_HEAD)) {
       ignored.push(key);
       continue;
     }
@@ -575,7 +592,7 @@ function attach(
   const copied: [key: string, name: string][] = [];
   const stray: string[] = [];
   for (const [key, internal] of extras) {
-    const target = params.get(internal);
+    const target = state.get(internal);
     const inSaved = saveNames.some((m) => {
       const name = key.slice(PEFT_PREFIX.length);
       // PEFT's _set_trainable: a module whose name ends with the entry
@@ -621,7 +638,7 @@ function attach(
       }
     }
     for (const [key, name] of copied) {
-      const t = params.get(name)!;
+      const t = state.get(name)!;
       const v = st.get(key, t.dtype);
       t.copy_(v);
       v.dispose();
@@ -632,7 +649,10 @@ function attach(
     a.A.requiresGrad = trainable;
     a.B.requiresGrad = trainable;
   }
-  for (const [, name] of copied) params.get(name)!.requiresGrad = trainable;
+  for (const [, name] of copied) {
+    const p = params.get(name);
+    if (p) p.requiresGrad = trainable;
+  }
   if (!trainable) for (const p of model.parameters()) p.requiresGrad = false;
   return {
     config,
@@ -704,7 +724,10 @@ export function loadLoraComponents(model: TinyLlava, dir: string): string[] {
       const missing =
         c === "connector"
           ? []
-          : [...params.keys()].filter((k) => k.startsWith(`${c}.`) && !seen.has(k) && !k.endsWith(".position_ids"));
+          : [...params.keys()].filter(
+              (k) =>
+                k.startsWith(`${c}.`) && !seen.has(k) && !k.endsWith(".position_ids") && !k.startsWith(SIGLIP_HEAD),
+            );
       if (missing.length || unexpected.length)
         throw new CheckpointError(
           `${file}: does not match the model's ${c}: ${[

@@ -6,6 +6,7 @@
 // layer's intermediates, for about one extra forward of compute — the trade transformers' gradient_checkpointing
 // makes.
 import { enableGrad, isGradEnabled, noGrad } from "../torch/autograd.js";
+import { manualSeed, rand } from "../torch/creation.js";
 import { keep, tidy } from "../torch/memory.js";
 import type { Tensor } from "../torch/tensor.js";
 
@@ -19,6 +20,8 @@ interface Segment {
   leaf: Tensor;
   /** tensors the layers read (cos/sin/mask), kept until backward */
   context: Tensor[];
+  /** layer i ran with the global generator seeded base + i: the recomputation draws the same dropout masks */
+  seedBase: number;
 }
 
 let active: RecomputeTape | null = null;
@@ -47,6 +50,7 @@ export class RecomputeTape {
       g = keep(g.detach());
       for (let i = seg.inputs.length - 1; i >= 0; i--) {
         const x = (seg.inputs[i] as Tensor).detach().requiresGrad_(true);
+        manualSeed(seg.seedBase + i);
         const next = tidy(() =>
           enableGrad(() => {
             const out = seg.run(i, x, seg.context);
@@ -95,9 +99,14 @@ export function runLayers(
   context: Tensor[] = [],
 ): Tensor {
   const tape = active;
-  if (!tape || !isGradEnabled()) {
+  const grad = isGradEnabled();
+  // with autograd on (training), randomness inside a layer (dropout) is drawn from a per-layer seed, with or without
+  // recomputation, so the two give the same training; the recomputation re-seeds the same way
+  const seedBase = grad ? tidy(() => Math.floor(rand([1]).item() * 2 ** 30)) : 0;
+  if (!tape || !grad) {
     let h = x;
     for (let i = 0; i < n; i++) {
+      if (grad) manualSeed(seedBase + i);
       const next = run(i, h, context);
       if (h !== x) h.dispose(); // autograd keeps what backward needs; the JS handle can go
       h = next;
@@ -109,11 +118,19 @@ export function runLayers(
   noGrad(() => {
     for (let i = 0; i < n; i++) {
       inputs.push(h);
+      manualSeed(seedBase + i);
       h = keep(run(i, h, context));
     }
   });
   // the rest of the forward builds its graph on a leaf standing for the stack's output
   const leaf = keep(h.requiresGrad_(true));
-  tape.push({ source: keep(x.view(x.shape)), inputs, run, leaf, context: context.map((t) => keep(t.detach())) });
+  tape.push({
+    source: keep(x.view(x.shape)),
+    inputs,
+    run,
+    leaf,
+    context: context.map((t) => keep(t.detach())),
+    seedBase,
+  });
   return leaf;
 }

@@ -3,7 +3,16 @@
 // accumulation, clipping, optional bfloat16 mixed precision and per-layer activation recomputation. Checkpoints
 // (trainable weights, optimiser moments, schedule position, data order, RNG) are written atomically; resuming from
 // one continues exactly as the uninterrupted run would (same batches, same dropout, same loss curve).
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { ConfigError } from "../errors.js";
 import { loadTinyLlava, readJson, tinyLlavaFromParts } from "../models/load.js";
@@ -353,7 +362,7 @@ export async function train(a: TrainingArguments, hooks: TrainHooks = {}): Promi
       const overrides = master ? new Map(trainableNames.map((n, i) => [n, master.masters[i] as Tensor])) : undefined;
       if (a.training_recipe === "lora") {
         const { saveLoraOutputs } = await import("./lora-recipe.js");
-        files.push(...saveLoraOutputs(model, outputDir, a, tokenizerDir, processorDir));
+        files.push(...saveLoraOutputs(model, outputDir, a, tokenizerDir, processorDir, overrides));
       } else {
         saveModelFolderKeepingLogs(model, outputDir, {
           tokenizerDir,
@@ -418,12 +427,6 @@ function saveModelFolderKeepingLogs(
     renameSync(join(stage, f), join(outputDir, f));
   }
   rmSync(stage, { recursive: true, force: true });
-}
-
-import { renameSync } from "node:fs";
-
-function renameInto(from: string, to: string): void {
-  renameSync(from, to);
 }
 
 function saveCheckpoint(dir: string, state: TrainerState, names: string[], params: Tensor[], opt: AdamW): void {

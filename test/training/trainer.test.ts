@@ -205,3 +205,34 @@ describe("arguments", () => {
     );
   });
 });
+
+describe("LoRA recipe", () => {
+  test("lora on the LLM: adapters on every Linear but lm_head, a PEFT adapter folder that loads back merged", async () => {
+    const out = join(tmp, "lora");
+    const r = await train(
+      args({ output_dir: out, max_steps: 3, tune_type_llm: "lora", lora_r: 4, lora_alpha: 8, lora_dropout: 0 }),
+    );
+    const trainable = [...r.model.namedParameters()].filter(([, p]) => p.requiresGrad).map(([n]) => n);
+    assert.ok(trainable.some((n) => n.includes(".lora_A.")));
+    assert.ok(
+      trainable.every((n) => n.includes(".lora_") || n.startsWith("connector.")),
+      trainable.join(", "),
+    );
+    const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
+    assert.equal(cfg.peft_type, "LORA");
+    assert.equal(cfg.r, 4);
+    const ad = new SafetensorsFile(join(out, "adapter_model.safetensors"));
+    assert.ok(ad.keys().every((k) => k.startsWith("base_model.model.language_model.") && !k.includes("lm_head")));
+    ad.close();
+    const merged = loadTinyLlava(out);
+    const ids = tensor([[1, 2, 3, 4, 5]], { dtype: "int64" });
+    r.model.eval();
+    const a = tidy(() => noGrad(() => r.model.forward({ inputIds: ids }).logits.toArray()));
+    const b = tidy(() => noGrad(() => merged.forward({ inputIds: ids }).logits.toArray()));
+    const scale = Math.max(...a.map(Math.abs));
+    for (const [i, v] of a.entries())
+      assert.ok(Math.abs(v - (b[i] as number)) <= 1e-5 * scale, `logit ${i}: ${v} vs ${b[i]}`);
+    merged.dispose();
+    r.model.dispose();
+  });
+});
