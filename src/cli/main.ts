@@ -88,12 +88,47 @@ program
 }
 
 program
+  .command("bench")
+  .description("benchmarks at real shapes beside PyTorch and llama.cpp (needs a checkout): bench generate")
+  .argument("<what>", "generate")
+  .option("--preset <name>", "qwen2-0.5b-siglip or phi-2-siglip", "qwen2-0.5b-siglip")
+  .option("--dtype <dtype>", "float32 or bfloat16", "float32")
+  .option("--quantize <kind>", "int8 (weight-only; llama.cpp side: q8_0)")
+  .option("--new-tokens <n>", "decode steps", "128")
+  .option("--prompt-text-tokens <n>", "text tokens beside the image's", "40")
+  .option("--reference <list>", "pytorch,llamacpp | pytorch | llamacpp | none", "pytorch,llamacpp")
+  .option("--repeats <n>", "measure n times, keep the best", "1")
+  .action(async (what, o) => (await import("./bench.js")).benchCommand(what, o));
+
+program
   .command("eval")
   .description("score benchmark answers with the official rules (eval score), report a model (eval report)")
   .helpOption(false)
   .allowUnknownOption()
   .argument("[args...]", "score|report and their options (tinyllava eval score --help)")
   .action(async (args: string[]) => (await import("./eval.js")).evalCommand(args));
+
+program
+  .command("serve")
+  .description("OpenAI-compatible chat server (/v1/chat/completions with images, streaming) and a web page at /")
+  .requiredOption("-m, --model <dir>", "model folder (config.json + safetensors + tokenizer)")
+  .option("--host <host>", "address to listen on", "127.0.0.1")
+  .option("--port <n>", "port (0: any free port)", "8000")
+  .option("--api-key <key>", "require 'Authorization: Bearer <key>' on /v1/* (default: TINYLLAVA_API_KEY, else none)")
+  .option("--max-concurrency <n>", "most requests generating at once (rows of a batch)", "8")
+  .option("--max-queue <n>", "most requests waiting beyond those (then 429 with Retry-After)", "64")
+  .option("--max-tokens <n>", "max_tokens of a request that gives none", "512")
+  .option("--dtype <dtype>", "float32, bfloat16, float16 or float64", "float32")
+  .option("--quantize <kind>", "weight-only quantisation of the language model at load time: int8")
+  .option("--template <name>", "conversation template (default: the checkpoint's / the LLM family's)")
+  .option("--image-aspect <mode>", "square (resize) or pad (expand to square with the mean colour first)")
+  .option("--allow-remote-images", "fetch http(s) image URLs (default: data: URLs and base64 only)")
+  .option("--max-image-bytes <n>", "largest encoded image accepted", String(20 * 2 ** 20))
+  .option("--max-image-pixels <n>", "largest image accepted, width × height (checked before decoding)", "50000000")
+  .option("--quiet", "no request log on stderr")
+  .action(async (o, cmd) =>
+    (await import("./serve.js")).serveCommand({ ...o, threads: cmd.optsWithGlobals().threads }),
+  );
 
 program
   .command("export")
