@@ -3,7 +3,7 @@
 // the answer being generated.
 import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { askOptions, type GenerateFlags, loadPipeline } from "./generate.js";
+import { askOptions, type GenerateFlags, loadPipeline, printStream } from "./generate.js";
 import { UsageError } from "./options.js";
 
 export async function chatCommand(o: Partial<GenerateFlags> & { model: string }): Promise<void> {
@@ -56,18 +56,7 @@ export async function chatCommand(o: Partial<GenerateFlags> & { model: string })
       }
       current = new AbortController();
       try {
-        let started = false;
-        const it = session.send(text, { ...ask, signal: current.signal });
-        for (;;) {
-          const r = await it.next();
-          if (r.done) break;
-          const d = started ? r.value : r.value.replace(/^\s+/, "");
-          if (d) {
-            started = true;
-            say(d);
-          }
-        }
-        say("\n");
+        await printStream(session.send(text, { ...ask, signal: current.signal }), say);
       } catch (e) {
         say(`\nerror: ${(e as Error).message}\n`);
       } finally {

@@ -95,23 +95,29 @@ export async function generateCommand(o: GenerateFlags): Promise<void> {
     const ac = new AbortController();
     const onSigint = () => ac.abort();
     process.once("SIGINT", onSigint);
-    let started = false;
-    const it = pipe.streamPrompt(prompt, images, { ...ask, signal: ac.signal });
-    for (;;) {
-      const r = await it.next();
-      if (r.done) break;
-      // Factory strips the answer: drop leading whitespace of the stream
-      const d = started ? r.value : r.value.replace(/^\s+/, "");
-      if (d) {
-        started = true;
-        process.stdout.write(d);
-      }
-    }
-    process.stdout.write("\n");
+    await printStream(pipe.streamPrompt(prompt, images, { ...ask, signal: ac.signal }), (d) => process.stdout.write(d));
     process.removeListener("SIGINT", onSigint);
   } finally {
     pipe.dispose();
   }
+}
+
+/** Writes a streamed answer as Factory shows it (stripped: leading whitespace dropped), then a newline. */
+export async function printStream(
+  it: AsyncGenerator<string, unknown, void>,
+  write: (s: string) => void,
+): Promise<void> {
+  let started = false;
+  for (;;) {
+    const r = await it.next();
+    if (r.done) break;
+    const d = started ? r.value : r.value.replace(/^\s+/, "");
+    if (d) {
+      started = true;
+      write(d);
+    }
+  }
+  write("\n");
 }
 
 function round(x: number): number {

@@ -35,34 +35,27 @@ function upcast(t: Tensor): boolean {
   return d === "float16" || (d === "bfloat16" && !nativeBf16Matmul());
 }
 
-/** a @ b, through float32 for CPU bfloat16/float16 (see above). */
-export function matmul(a: Tensor, b: Tensor): Tensor {
-  if (!upcast(a)) return a.matmul(b);
-  const dt = a.dtype;
-  const a32 = a.to("float32");
-  const b32 = b.to("float32");
-  const y = a32.matmul(b32);
-  a32.dispose();
-  b32.dispose();
+/** op over float32 copies of its (lossless) inputs, the result rounded back to the inputs' dtype once; the copies
+ * are freed as soon as the op has run. */
+function viaFloat32(dt: Tensor["dtype"], inputs: (Tensor | null)[], op: (xs: (Tensor | null)[]) => Tensor): Tensor {
+  const up = inputs.map((t) => (t ? t.to("float32") : null));
+  const y = op(up);
+  for (const t of up) t?.dispose();
   const out = y.to(dt);
   y.dispose();
   return out;
 }
 
+/** a @ b, through float32 for CPU bfloat16/float16 (see above). */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  if (!upcast(a)) return a.matmul(b);
+  return viaFloat32(a.dtype, [a, b], ([x, y]) => (x as Tensor).matmul(y as Tensor));
+}
+
 /** x @ wᵀ + b, through float32 for CPU bfloat16/float16 (see above). */
 export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
   if (!upcast(x)) return F.linear(x, w, b);
-  const dt = x.dtype;
-  const x32 = x.to("float32");
-  const w32 = w.to("float32");
-  const b32 = b ? b.to("float32") : null;
-  const y = F.linear(x32, w32, b32);
-  x32.dispose();
-  w32.dispose();
-  b32?.dispose();
-  const out = y.to(dt);
-  y.dispose();
-  return out;
+  return viaFloat32(x.dtype, [x, w, b ?? null], ([x32, w32, b32]) => F.linear(x32 as Tensor, w32 as Tensor, b32));
 }
 
 /** conv2d through float32 for CPU bfloat16/float16 (see above). */
@@ -73,17 +66,7 @@ export function conv2d(
   opts: { stride?: number | number[]; padding?: number | number[] },
 ): Tensor {
   if (!upcast(x)) return F.conv2d(x, w, b, opts);
-  const dt = x.dtype;
-  const x32 = x.to("float32");
-  const w32 = w.to("float32");
-  const b32 = b ? b.to("float32") : null;
-  const y = F.conv2d(x32, w32, b32, opts);
-  x32.dispose();
-  w32.dispose();
-  b32?.dispose();
-  const out = y.to(dt);
-  y.dispose();
-  return out;
+  return viaFloat32(x.dtype, [x, w, b], ([x32, w32, b32]) => F.conv2d(x32 as Tensor, w32 as Tensor, b32, opts));
 }
 
 /** The fused decode product (native/src/kernels.cpp): x [..., K] with at most 8 rows, w [N, K] in float32, bfloat16,

@@ -11,16 +11,7 @@ import { applyLora, loraLayers } from "../nn/lora.js";
 import { saveSafetensors } from "../torch/safetensors.js";
 import type { Tensor } from "../torch/tensor.js";
 import type { TrainingArguments } from "./args.js";
-import { factoryConfig, writeFolderAtomically } from "./save.js";
-
-const TOKENIZER_FILES = [
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "added_tokens.json",
-  "vocab.json",
-  "merges.txt",
-];
+import { copyTokenizer, factoryConfig, writeFolderAtomically } from "./save.js";
 
 export function applyLoraRecipe(model: TinyLlava, a: TrainingArguments): Tensor[] {
   return applyLora(model, {
@@ -61,8 +52,7 @@ export function saveLoraOutputs(
   });
   writeFileSync(join(outputDir, "config.json"), `${JSON.stringify(cfg, null, 2)}\n`);
   files.push(join(outputDir, "config.json"));
-  for (const f of TOKENIZER_FILES)
-    if (existsSync(join(tokenizerDir, f))) copyFileSync(join(tokenizerDir, f), join(outputDir, f));
+  copyTokenizer(tokenizerDir, outputDir);
   const proc = processorDir ? join(processorDir, "preprocessor_config.json") : null;
   if (proc && existsSync(proc)) copyFileSync(proc, join(outputDir, "preprocessor_config.json"));
   // non-LoRA weights per component, named as PEFT's wrapped model names them

@@ -10,7 +10,8 @@ import type { TinyLlava } from "../models/tinyllava.js";
 import { saveSafetensors } from "../torch/safetensors.js";
 import type { Tensor } from "../torch/tensor.js";
 
-const TOKENIZER_FILES = [
+/** A model folder's tokenizer files (whichever exist are copied with the model). */
+export const TOKENIZER_FILES = [
   "tokenizer.json",
   "tokenizer_config.json",
   "special_tokens_map.json",
@@ -109,7 +110,7 @@ export function saveModelFolder(model: TinyLlava, dir: string, o: SaveModelOptio
   });
 }
 
-function copyTokenizer(from: string, to: string): void {
+export function copyTokenizer(from: string, to: string): void {
   let n = 0;
   for (const f of TOKENIZER_FILES) {
     if (existsSync(join(from, f))) {

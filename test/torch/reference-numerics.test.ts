@@ -192,6 +192,19 @@ function softmaxBackwardRow(g: number[], y: number[], W: number): number[] {
   return g.map((gi, i) => f(f(gi - sum) * y[i]!));
 }
 
+/** Σ row in float32 as ATen's vec::reduce_all with 16 lanes (AVX-512): lanes, tail into the first lanes, shuffle
+ * tree; rows shorter than 16 are summed in order. */
+function laneSum16(row: number[]): number {
+  const n = row.length;
+  if (n < 16) return row.reduce((a, b) => f(a + b));
+  let acc = row.slice(0, 16);
+  let d = 16;
+  for (; d < n - (n % 16); d += 16) for (let l = 0; l < 16; l++) acc[l] = f(acc[l]! + row[d + l]!);
+  for (let l = 0; l < n - d; l++) acc[l] = f(acc[l]! + row[d + l]!);
+  for (let step = 8; step >= 1; step /= 2) acc = acc.map((v, l) => f(v + acc[l ^ step]!));
+  return acc[0]!;
+}
+
 describe("softmax backward", () => {
   test("float32 gradients round as PyTorch 2.x's kernel (when libtorch 1.x's was replaced)", (t) => {
     if (!/softmax backward/.test(kernelAlignment())) {
@@ -238,16 +251,7 @@ describe("softmax backward", () => {
         const e = x.sub(x.amax(-1, true)).exp().toArray();
         for (let r = 0; r < 2; r++) {
           const row = e.slice(r * n, (r + 1) * n);
-          let sum: number;
-          if (n < 16) sum = row.reduce((a, b) => f(a + b));
-          else {
-            let acc = row.slice(0, 16);
-            let d = 16;
-            for (; d < n - (n % 16); d += 16) for (let l = 0; l < 16; l++) acc[l] = f(acc[l]! + row[d + l]!);
-            for (let l = 0; l < n - d; l++) acc[l] = f(acc[l]! + row[d + l]!);
-            for (let step = 8; step >= 1; step /= 2) acc = acc.map((v, l) => f(v + acc[l ^ step]!));
-            sum = acc[0]!;
-          }
+          const sum = laneSum16(row);
           const inv = f(1 / sum);
           assert.deepEqual(
             got.slice(r * n, (r + 1) * n),
@@ -276,16 +280,7 @@ describe("softmax backward", () => {
         const e = x.sub(mx).exp().toArray();
         for (let r = 0; r < 2; r++) {
           const row = e.slice(r * n, (r + 1) * n);
-          let sum: number;
-          if (n < 16) sum = row.reduce((a, b) => f(a + b));
-          else {
-            let acc = row.slice(0, 16);
-            let d = 16;
-            for (; d < n - (n % 16); d += 16) for (let l = 0; l < 16; l++) acc[l] = f(acc[l]! + row[d + l]!);
-            for (let l = 0; l < n - d; l++) acc[l] = f(acc[l]! + row[d + l]!);
-            for (let step = 8; step >= 1; step /= 2) acc = acc.map((v, l) => f(v + acc[l ^ step]!));
-            sum = acc[0]!;
-          }
+          const sum = laneSum16(row);
           const lse = tensor([sum], { dtype: "float32" }).log().item();
           const want = shifted.slice(r * n, (r + 1) * n).map((v) => f(v - lse));
           assert.deepEqual(got.slice(r * n, (r + 1) * n), want, `n=${n} row ${r}`);
