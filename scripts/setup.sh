@@ -64,6 +64,20 @@ if [ -z "${TINYLLAVA_MKL_DIR:-}" ] && [ "${TINYLLAVA_VML:-}" != 0 ] && [ "$(unam
   fi
 fi
 
+# `--test` (npm test): what only the tests need — Debian's Chromium for the web page's browser test
+# (test/serving/browser.test.ts, driven by playwright-core). Not root and missing: say so; that test then fails with
+# the same instruction.
+if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "tinyllava setup: /usr/bin/chromium is missing (the browser test needs it); run this script as root, or: sudo apt-get install -y chromium" >&2
+  else
+    echo "tinyllava setup: installing chromium with apt-get (for the browser test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "tinyllava setup: installing npm dependencies"
   npm ci --no-audit --no-fund --loglevel=error

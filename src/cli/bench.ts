@@ -228,7 +228,10 @@ export async function benchCommand(what: string, o: BenchFlags): Promise<void> {
   console.error(JSON.stringify(result.tinyllava));
   const ratios: Record<string, number> = {};
   if (refs.includes("pytorch") && !int8) {
-    const pt = pytorch(root, preset, dtype, threads, textTokens, newTokens, repeats) as unknown as Record<string, number>;
+    const pt = pytorch(root, preset, dtype, threads, textTokens, newTokens, repeats) as unknown as Record<
+      string,
+      number
+    >;
     result.pytorch = pt;
     console.error(JSON.stringify(pt));
     if (pt.prefill_ms && pt.vision_encode_ms && pt.decode_tok_s) {
@@ -239,7 +242,10 @@ export async function benchCommand(what: string, o: BenchFlags): Promise<void> {
   }
   if (refs.includes("llamacpp")) {
     const type = int8 ? "q8_0" : dtype === "bfloat16" ? "bf16" : "f32";
-    const lc = llamacpp(root, preset, type, threads, imageTokens + textTokens, newTokens) as unknown as Record<string, number>;
+    const lc = llamacpp(root, preset, type, threads, imageTokens + textTokens, newTokens) as unknown as Record<
+      string,
+      number
+    >;
     result.llamacpp = lc;
     console.error(JSON.stringify(lc));
     if (lc.decode_tok_s && lc.prefill_ms) {

@@ -301,7 +301,7 @@ function referenceBeams(
             .toArray();
         }),
       );
-      logp.forEach((lp, t) => cand.push({ tokens: b.tokens, score: b.score + Math.fround(lp), token: t }));
+      for (const [t, lp] of logp.entries()) cand.push({ tokens: b.tokens, score: b.score + Math.fround(lp), token: t });
     }
     cand.sort((a, b) => b.score - a.score);
     const next: Beam[] = [];

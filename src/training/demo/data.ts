@@ -1,0 +1,240 @@
+// The demo's synthetic visual-question dataset, in the files TinyLLaVA Factory trains on:
+//   images/train_00000.png …, images/eval_00000.png …   (image_folder = images/)
+//   pretrain.json   stage 1: {id, image, conversations: [{human: "<image>"}, {gpt: caption}]} per training image
+//   finetune.json   stage 2: per training image one conversation of `turnsPerSample` questions, the first with
+//                   "<image>\n" in front, one-word answers
+//   eval.json       held-out images (never used in training), one question per record, same LLaVA format
+//   eval_answers.json  the same questions as a flat list {question_id, image, type, question, answer}
+//   manifest.json   the options, counts and how many eval scenes also occur (re-drawn) in training
+// Each image draws its scene, caption and questions from its own seeded stream, so image i is the same whatever the
+// dataset sizes are, and a seed gives the same bytes everywhere.
+import { createHash } from "node:crypto";
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type { LlavaRecord } from "../data/llava-json.js";
+import { Rng } from "../data/sampler.js";
+import { QUESTION_TYPES, type QuestionAnswer, type QuestionType, sampleQuestions, sceneCaption } from "./language.js";
+import {
+  encodePng,
+  type ResolvedSceneOptions,
+  randomScene,
+  renderScene,
+  resolveSceneOptions,
+  type Scene,
+  type SceneOptions,
+  sceneKey,
+} from "./shapes.js";
+
+export interface DemoDataOptions extends SceneOptions {
+  /** training images (each gives one pretrain and one finetune record; default 4000) */
+  trainImages?: number;
+  /** held-out images (each gives one question per type; default 200) */
+  evalImages?: number;
+  seed?: number;
+  /** question/answer rounds per finetune record (default 4: one per question type) */
+  turnsPerSample?: number;
+}
+
+export interface ResolvedDemoDataOptions extends ResolvedSceneOptions {
+  trainImages: number;
+  evalImages: number;
+  seed: number;
+  turnsPerSample: number;
+}
+
+export interface DemoImage {
+  /** file name inside the image folder */
+  file: string;
+  split: "train" | "eval";
+  scene: Scene;
+}
+
+export interface EvalQuestion {
+  question_id: string;
+  /** file name inside the image folder */
+  image: string;
+  type: QuestionType;
+  question: string;
+  answer: string;
+}
+
+export interface DemoData {
+  options: ResolvedDemoDataOptions;
+  images: DemoImage[];
+  pretrain: LlavaRecord[];
+  finetune: LlavaRecord[];
+  eval: LlavaRecord[];
+  evalAnswers: EvalQuestion[];
+  /** eval images whose scene description (positions, colours, shapes) also occurs in training, drawn again with
+   * other sizes and jitter: unavoidable for one-shape scenes (only 5 × 18 exist), rare for three */
+  evalScenesSeenInTraining: number;
+}
+
+export interface DemoDataFiles {
+  dir: string;
+  imageFolder: string;
+  pretrain: string;
+  finetune: string;
+  eval: string;
+  evalAnswers: string;
+  manifest: string;
+}
+
+export function resolveDemoDataOptions(o: DemoDataOptions = {}): ResolvedDemoDataOptions {
+  const r = {
+    ...resolveSceneOptions(o),
+    trainImages: o.trainImages ?? 4000,
+    evalImages: o.evalImages ?? 200,
+    seed: o.seed ?? 0,
+    turnsPerSample: o.turnsPerSample ?? 4,
+  };
+  for (const k of ["trainImages", "evalImages", "turnsPerSample"] as const)
+    if (!Number.isInteger(r[k]) || r[k] < (k === "evalImages" ? 0 : 1))
+      throw new RangeError(`demo data: ${k} must be a positive integer, got ${r[k]}`);
+  if (!Number.isSafeInteger(r.seed) || r.seed < 0)
+    throw new RangeError(`demo data: seed must be a non-negative integer, got ${r.seed}`);
+  return r;
+}
+
+const pad5 = (i: number) => String(i).padStart(5, "0");
+
+/** Builds the whole dataset in memory (scenes, captions, questions); nothing is rendered or written. */
+export function buildDemoData(opts: DemoDataOptions = {}): DemoData {
+  const o = resolveDemoDataOptions(opts);
+  const images: DemoImage[] = [];
+  const pretrain: LlavaRecord[] = [];
+  const finetune: LlavaRecord[] = [];
+  const trainKeys = new Set<string>();
+  for (let i = 0; i < o.trainImages; i++) {
+    const rng = Rng.fromSeed(o.seed, 2 * i);
+    const scene = randomScene(rng, o);
+    const file = `train_${pad5(i)}.png`;
+    const id = `train_${pad5(i)}`;
+    images.push({ file, split: "train", scene });
+    trainKeys.add(sceneKey(scene));
+    pretrain.push({
+      id,
+      image: file,
+      conversations: [
+        { from: "human", value: "<image>" },
+        { from: "gpt", value: sceneCaption(scene, rng) },
+      ],
+    });
+    const qas = sampleQuestions(scene, rng, o.turnsPerSample);
+    finetune.push({ id, image: file, conversations: rounds(qas) });
+  }
+  const evalRecords: LlavaRecord[] = [];
+  const evalAnswers: EvalQuestion[] = [];
+  let seen = 0;
+  for (let j = 0; j < o.evalImages; j++) {
+    const rng = Rng.fromSeed(o.seed, 2 * j + 1);
+    const scene = randomScene(rng, o);
+    if (trainKeys.has(sceneKey(scene))) seen++;
+    const file = `eval_${pad5(j)}.png`;
+    images.push({ file, split: "eval", scene });
+    // one question per type, each its own record (asked on its own at evaluation)
+    const qas = sampleQuestions(scene, rng, QUESTION_TYPES.length);
+    for (const t of QUESTION_TYPES) {
+      const qa = qas.find((q) => q.type === t) as QuestionAnswer;
+      const qid = `eval_${pad5(j)}_${t}`;
+      evalRecords.push({ id: qid, image: file, conversations: rounds([qa]) });
+      evalAnswers.push({ question_id: qid, image: file, type: t, question: qa.question, answer: qa.answer });
+    }
+  }
+  return { options: o, images, pretrain, finetune, eval: evalRecords, evalAnswers, evalScenesSeenInTraining: seen };
+}
+
+function rounds(qas: QuestionAnswer[]): LlavaRecord["conversations"] {
+  return qas.flatMap((qa, k) => [
+    { from: "human" as const, value: k === 0 ? `<image>\n${qa.question}` : qa.question },
+    { from: "gpt" as const, value: qa.answer },
+  ]);
+}
+
+/** Every text the data holds (captions, questions, answers): the tokenizer's training corpus and round-trip set. */
+export function demoTexts(data: DemoData): string[] {
+  const out = new Set<string>();
+  for (const r of [...data.pretrain, ...data.finetune, ...data.eval]) for (const c of r.conversations) out.add(c.value);
+  return [...out];
+}
+
+function writeAtomic(path: string, content: string | Buffer): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    writeFileSync(tmp, content);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+export function writeJson(path: string, value: unknown): void {
+  writeAtomic(path, `${JSON.stringify(value, null, 1)}\n`);
+}
+
+export function demoDataFiles(dir: string): DemoDataFiles {
+  return {
+    dir,
+    imageFolder: join(dir, "images"),
+    pretrain: join(dir, "pretrain.json"),
+    finetune: join(dir, "finetune.json"),
+    eval: join(dir, "eval.json"),
+    evalAnswers: join(dir, "eval_answers.json"),
+    manifest: join(dir, "manifest.json"),
+  };
+}
+
+/** Renders every image to PNG and writes the JSON files into `dir` (created if needed). The JSON files are replaced
+ * atomically; the images/ folder is the dataset's own and is emptied first, so no picture of an earlier, larger run
+ * stays behind. */
+export async function writeDemoData(
+  data: DemoData,
+  dir: string,
+  opts: { concurrency?: number } = {},
+): Promise<DemoDataFiles> {
+  const files = demoDataFiles(dir);
+  rmSync(files.imageFolder, { recursive: true, force: true });
+  mkdirSync(files.imageFolder, { recursive: true });
+  const digest = createHash("sha256");
+  let next = 0;
+  const pngs: Buffer[] = new Array(data.images.length);
+  const worker = async () => {
+    while (next < data.images.length) {
+      const k = next++;
+      const img = data.images[k] as DemoImage;
+      const png = await encodePng(renderScene(img.scene));
+      pngs[k] = png;
+      writeAtomic(join(files.imageFolder, img.file), png);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker));
+  for (const p of pngs) digest.update(p);
+  writeJson(files.pretrain, data.pretrain);
+  writeJson(files.finetune, data.finetune);
+  writeJson(files.eval, data.eval);
+  writeJson(files.evalAnswers, data.evalAnswers);
+  writeJson(files.manifest, {
+    options: data.options,
+    counts: {
+      trainImages: data.options.trainImages,
+      evalImages: data.options.evalImages,
+      pretrainSamples: data.pretrain.length,
+      finetuneSamples: data.finetune.length,
+      evalQuestions: data.evalAnswers.length,
+    },
+    evalScenesSeenInTraining: data.evalScenesSeenInTraining,
+    imagesSha256: digest.digest("hex"),
+  });
+  return files;
+}
+
+/** buildDemoData + writeDemoData. */
+export async function generateDemoData(
+  dir: string,
+  opts: DemoDataOptions = {},
+): Promise<{ data: DemoData; files: DemoDataFiles }> {
+  const data = buildDemoData(opts);
+  return { data, files: await writeDemoData(data, dir) };
+}

@@ -1,0 +1,109 @@
+// What the demo says about a scene: captions for stage 1 (pretraining the connector) and questions with one-word
+// answers for stage 2 (finetuning). A question is only asked when exactly one answer is right for its scene: colour
+// by shape only when that shape occurs once, shape by colour only when that colour occurs once, and so on (scenes
+// never repeat a (colour, shape) pair and hold one shape per position, so "the red circle" and "the shape on the
+// left" always name one object).
+import type { Rng } from "../data/sampler.js";
+import { type PositionName, pick, type Scene, type SceneObject } from "./shapes.js";
+
+export const QUESTION_TYPES = ["color", "shape", "count", "position"] as const;
+export type QuestionType = (typeof QUESTION_TYPES)[number];
+
+export interface QuestionAnswer {
+  type: QuestionType;
+  question: string;
+  /** one lowercase word: a colour, a shape, a position, or a count in digits */
+  answer: string;
+}
+
+/** How captions and questions refer to a position. */
+export const PLACE_PHRASE: Record<PositionName, string> = {
+  top: "at the top",
+  bottom: "at the bottom",
+  left: "on the left",
+  right: "on the right",
+  center: "in the center",
+};
+
+const NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five"];
+
+function capitalise(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+/** "a", "a and b", "a, b and c". */
+function joinList(parts: string[]): string {
+  if (parts.length <= 1) return parts.join("");
+  return `${parts.slice(0, -1).join(", ")} and ${parts[parts.length - 1]}`;
+}
+
+/** "a" or "an", by the next word's first letter (every demo word starting with a vowel is read with a vowel sound). */
+export function article(word: string): string {
+  return /^[aeiou]/i.test(word) ? "an" : "a";
+}
+
+function describe(o: SceneObject): string {
+  return `${article(o.color)} ${o.color} ${o.shape} ${PLACE_PHRASE[o.position]}`;
+}
+
+/** A caption naming every shape with its colour and place (objects in random order, one of three phrasings), e.g.
+ * "A red circle on the left and a blue square at the top." or "There are two shapes: …". */
+export function sceneCaption(scene: Scene, rng: Rng): string {
+  const n = scene.objects.length;
+  const order = rng.permutation(n);
+  const list = joinList(order.map((i) => describe(scene.objects[i] as SceneObject)));
+  const count = NUMBER_WORDS[n] ?? String(n);
+  switch (rng.below(3)) {
+    case 0:
+      return `${capitalise(list)}.`;
+    case 1:
+      return n === 1 ? `There is ${list}.` : `There are ${count} shapes: ${list}.`;
+    default:
+      return `${capitalise(count)} shape${n === 1 ? "" : "s"}: ${list}.`;
+  }
+}
+
+/** Every question the demo asks about the scene, each with its one correct answer. */
+export function sceneQuestions(scene: Scene): QuestionAnswer[] {
+  const objs = scene.objects;
+  const out: QuestionAnswer[] = [];
+  const n = String(objs.length);
+  out.push({ type: "count", question: "How many shapes are there?", answer: n });
+  out.push({ type: "count", question: "How many shapes are in the picture?", answer: n });
+  for (const o of objs) {
+    const place = PLACE_PHRASE[o.position];
+    out.push({ type: "position", question: `Where is the ${o.color} ${o.shape}?`, answer: o.position });
+    out.push({ type: "color", question: `What color is the shape ${place}?`, answer: o.color });
+    out.push({ type: "shape", question: `What shape is ${place}?`, answer: o.shape });
+    if (objs.filter((p) => p.shape === o.shape).length === 1)
+      out.push({ type: "color", question: `What color is the ${o.shape}?`, answer: o.color });
+    if (objs.filter((p) => p.color === o.color).length === 1)
+      out.push({ type: "shape", question: `What shape is the ${o.color} object?`, answer: o.shape });
+  }
+  return out;
+}
+
+/** `k` distinct questions about the scene: the first ones cover the question types in a random order (one each),
+ * further ones are drawn from what is left. */
+export function sampleQuestions(scene: Scene, rng: Rng, k: number): QuestionAnswer[] {
+  const all = sceneQuestions(scene);
+  const chosen: QuestionAnswer[] = [];
+  const take = (pool: QuestionAnswer[]) => {
+    const q = pick(rng, pool);
+    chosen.push(q);
+    all.splice(all.indexOf(q), 1);
+  };
+  for (const t of rng.permutation(QUESTION_TYPES.length).map((i) => QUESTION_TYPES[i] as QuestionType)) {
+    if (chosen.length >= k) break;
+    const pool = all.filter((q) => q.type === t);
+    if (pool.length > 0) take(pool);
+  }
+  while (chosen.length < k && all.length > 0) take(all);
+  return chosen;
+}
+
+/** One question of the given type (a random phrasing among the valid ones). */
+export function questionOfType(scene: Scene, type: QuestionType, rng: Rng): QuestionAnswer {
+  const pool = sceneQuestions(scene).filter((q) => q.type === type);
+  return pick(rng, pool);
+}

@@ -1,0 +1,238 @@
+// The demo's tiny TinyLLaVA, as TinyLLaVA Factory's config.json describes it: a SigLIP-like vision tower, a Qwen2-like
+// LLM and the mlp2x_gelu connector, sized so that both training stages fit in a few minutes on two CPU cores (see
+// DEMO_MODEL_SIZES for the measured cost), plus the SigLIP-style preprocessor_config.json and a writer for the model
+// folder skeleton (config, processor, tokenizer) that training completes with model.safetensors.
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Json } from "../../config/index.js";
+import type { TinyLlava } from "../../models/tinyllava.js";
+import { noGrad } from "../../torch/autograd.js";
+import { Generator } from "../../torch/creation.js";
+import { type DemoTokenizerFiles, EOS_TOKEN } from "./tokenizer.js";
+
+export interface DemoModelSizes {
+  vision: {
+    hidden_size: number;
+    intermediate_size: number;
+    /** hidden_states[-2] is what the connector reads, so the last layer is never run */
+    num_hidden_layers: number;
+    num_attention_heads: number;
+    patch_size: number;
+  };
+  llm: {
+    hidden_size: number;
+    intermediate_size: number;
+    num_hidden_layers: number;
+    num_attention_heads: number;
+    num_key_value_heads: number;
+  };
+}
+
+/** 48 px pictures in 16 px patches (3 × 3 = one patch per grid cell, 8 tokens after the `patch` strategy), a 2-layer
+ * vision encoder (3 configured, the third unused), a 4-layer 128-wide Qwen2 with GQA (4 heads, 2 KV heads). */
+export const DEMO_MODEL_SIZES: DemoModelSizes = {
+  vision: { hidden_size: 96, intermediate_size: 384, num_hidden_layers: 3, num_attention_heads: 4, patch_size: 16 },
+  llm: {
+    hidden_size: 128,
+    intermediate_size: 512,
+    num_hidden_layers: 4,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+  },
+};
+
+/** text_config.initializer_range. Qwen2's 0.02 is sized for widths near 1000 (0.02·√896 ≈ 0.6 per projection);
+ * at width 128 it starts attention so close to uniform (q·k ≈ 0, a saddle) that in measured runs the model answered
+ * from the question alone for 500+ steps, never reading the image. 0.06 keeps 0.06·√128 ≈ 0.7: the image is used
+ * within ~150 steps. */
+export const DEMO_INITIALIZER_RANGE = 0.06;
+
+export interface DemoModelOptions {
+  /** the tokenizer's vocabulary size (tokenizerVocabSize) */
+  vocabSize: number;
+  /** picture side in pixels (the data's imageSize) */
+  imageSize: number;
+  eosTokenId?: number;
+  padTokenId?: number;
+  /** tokenizer_model_max_length and the LLM's max_position_embeddings (default 256: the longest demo sample, four
+   * question rounds with the image, is ~95 positions) */
+  maxLength?: number;
+  sizes?: { vision?: Partial<DemoModelSizes["vision"]>; llm?: Partial<DemoModelSizes["llm"]> };
+  /** the std of the LLM's initial weights (text_config.initializer_range; default DEMO_INITIALIZER_RANGE) */
+  initializerRange?: number;
+  /** the Factory template the finetuned model answers with (default qwen2_base) */
+  convVersion?: string;
+}
+
+/** The number of token ids a tokenizer.json defines (its vocabulary and added tokens; the largest id + 1). */
+export function tokenizerVocabSize(tokenizerJson: Json): number {
+  const model = tokenizerJson.model as { vocab?: Record<string, number> } | undefined;
+  let max = -1;
+  for (const id of Object.values(model?.vocab ?? {})) max = Math.max(max, id);
+  for (const t of (tokenizerJson.added_tokens ?? []) as { id: number }[]) max = Math.max(max, t.id);
+  return max + 1;
+}
+
+/** The model's config.json in TinyLLaVA Factory's format (model_type "tinyllava"). */
+export function demoModelConfig(o: DemoModelOptions): Json {
+  const v = { ...DEMO_MODEL_SIZES.vision, ...o.sizes?.vision };
+  const t = { ...DEMO_MODEL_SIZES.llm, ...o.sizes?.llm };
+  const maxLength = o.maxLength ?? 256;
+  const eos = o.eosTokenId ?? 0;
+  const pad = o.padTokenId ?? eos;
+  if (!Number.isInteger(o.vocabSize) || o.vocabSize < 1) throw new RangeError(`demo model: vocabSize ${o.vocabSize}`);
+  if (o.imageSize % v.patch_size !== 0)
+    throw new RangeError(`demo model: imageSize ${o.imageSize} is not a multiple of patch_size ${v.patch_size}`);
+  const text_config: Json = {
+    model_type: "qwen2",
+    vocab_size: o.vocabSize,
+    hidden_size: t.hidden_size,
+    intermediate_size: t.intermediate_size,
+    num_hidden_layers: t.num_hidden_layers,
+    num_attention_heads: t.num_attention_heads,
+    num_key_value_heads: t.num_key_value_heads,
+    hidden_act: "silu",
+    max_position_embeddings: maxLength,
+    rope_theta: 10000.0,
+    rms_norm_eps: 1e-6,
+    tie_word_embeddings: true,
+    attention_dropout: 0.0,
+    initializer_range: o.initializerRange ?? DEMO_INITIALIZER_RANGE,
+    use_sliding_window: false,
+    sliding_window: null,
+    use_cache: true,
+    bos_token_id: null,
+    eos_token_id: eos,
+    pad_token_id: pad,
+    torch_dtype: "float32",
+  };
+  const vision_config: Json = {
+    model_type: "siglip_vision_model",
+    hidden_size: v.hidden_size,
+    intermediate_size: v.intermediate_size,
+    num_hidden_layers: v.num_hidden_layers,
+    num_attention_heads: v.num_attention_heads,
+    num_channels: 3,
+    image_size: o.imageSize,
+    patch_size: v.patch_size,
+    hidden_act: "gelu_pytorch_tanh",
+    layer_norm_eps: 1e-6,
+    attention_dropout: 0.0,
+  };
+  return {
+    architectures: ["TinyLlavaForConditionalGeneration"],
+    model_type: "tinyllava",
+    llm_model_name_or_path: "tinyllava-demo/qwen2-tiny",
+    vision_model_name_or_path: "tinyllava-demo/siglip-tiny",
+    tokenizer_name_or_path: null,
+    connector_type: "mlp2x_gelu",
+    text_config,
+    vision_config,
+    hidden_size: t.hidden_size,
+    vocab_size: o.vocabSize,
+    vision_hidden_size: v.hidden_size,
+    vision_feature_layer: -2,
+    vision_feature_select_strategy: "patch",
+    image_aspect_ratio: "square",
+    ignore_index: -100,
+    image_token_index: -200,
+    pad_token: EOS_TOKEN,
+    pad_token_id: pad,
+    tokenizer_padding_side: "right",
+    tokenizer_model_max_length: maxLength,
+    tokenizer_use_fast: true,
+    conv_version: o.convVersion ?? "qwen2_base",
+    tie_word_embeddings: true,
+    use_cache: true,
+    torch_dtype: "float32",
+  };
+}
+
+/** preprocessor_config.json as SigLIP's: bicubic resize to the picture size (a no-op for the demo's own pictures),
+ * rescale by 1/255, normalise with mean = std = 0.5. */
+export function demoPreprocessorConfig(imageSize: number): Json {
+  return {
+    do_convert_rgb: true,
+    do_normalize: true,
+    do_rescale: true,
+    do_resize: true,
+    image_mean: [0.5, 0.5, 0.5],
+    image_processor_type: "SiglipImageProcessor",
+    image_std: [0.5, 0.5, 0.5],
+    processor_class: "SiglipProcessor",
+    resample: 3,
+    rescale_factor: 1 / 255,
+    size: { height: imageSize, width: imageSize },
+  };
+}
+
+/** Writes config.json, preprocessor_config.json and the tokenizer files into `dir`, each atomically. The folder is
+ * what training takes as its tokenizer and processor folder; saving the trained weights (model.safetensors) into it
+ * makes it a model folder that loadTinyLlava, `tinyllava generate` and `tinyllava chat` load. */
+export function writeDemoModelFolder(
+  dir: string,
+  parts: { config: Json; preprocessor: Json; tokenizer: DemoTokenizerFiles },
+): void {
+  mkdirSync(dir, { recursive: true });
+  const files: [string, Json][] = [
+    ["config.json", parts.config],
+    ["preprocessor_config.json", parts.preprocessor],
+    ...(Object.entries(parts.tokenizer) as [string, Json][]),
+  ];
+  for (const [name, json] of files) {
+    const path = join(dir, name);
+    const tmp = `${path}.tmp-${process.pid}`;
+    try {
+      writeFileSync(tmp, `${JSON.stringify(json, null, 1)}\n`);
+      renameSync(tmp, path);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw e;
+    }
+  }
+}
+
+/** Initialises a freshly built model as its reference parts start from scratch, deterministically for a seed:
+ * - vision tower as transformers' SiglipPreTrainedModel._init_weights: position embedding N(0, 1/√width), patch
+ *   conv lecun-normal N(0, 1/fan_in) (untruncated here), attention and MLP weights Xavier-uniform, attention biases 0,
+ *   MLP biases N(0, 1e-6), LayerNorms 1/0;
+ * - connector as PyTorch's nn.Linear default (what Factory's mlp2x_gelu starts from): U(±1/√fan_in), bias too;
+ * - LLM as Qwen2PreTrainedModel._init_weights: Linear and Embedding weights N(0, initializer_range) (the config's
+ *   text_config.initializer_range unless given), biases 0, RMSNorm weights 1.
+ * The module defaults (PyTorch's N(0, 1) embeddings, which tied to the LM head give logits of scale √hidden and a
+ * first loss near 40) train far more slowly. Returns the number of tensors set. */
+export function initDemoWeights(model: TinyLlava, opts: { seed?: number; initializerRange?: number } = {}): number {
+  const fromConfig = (model.config.raw.text_config as Json | undefined)?.initializer_range;
+  const std = opts.initializerRange ?? (typeof fromConfig === "number" ? fromConfig : 0.02);
+  const gen = new Generator(opts.seed ?? 0);
+  const visionWidth = model.config.vision.hidden_size;
+  const params = new Map(model.namedParameters());
+  let n = 0;
+  noGrad(() => {
+    for (const [name, p] of params) {
+      const leaf = name.split(".").pop() as string;
+      const [fanOut, ...rest] = p.shape as number[];
+      const fanIn = rest.reduce((a, b) => a * b, 1);
+      if (/norm/.test(name)) p.fill_(leaf === "weight" ? 1 : 0);
+      else if (name.startsWith("vision_tower.")) {
+        if (name.endsWith("position_embedding.weight")) p.normal_(0, 1 / Math.sqrt(visionWidth), gen);
+        else if (name.includes("patch_embedding")) {
+          if (leaf === "weight") p.normal_(0, Math.sqrt(1 / fanIn), gen);
+          else p.zero_();
+        } else if (leaf === "weight") {
+          const bound = Math.sqrt(6 / (fanIn + (fanOut as number)));
+          p.uniform_(-bound, bound, gen);
+        } else if (name.includes(".mlp.")) p.normal_(0, 1e-6, gen);
+        else p.zero_();
+      } else if (name.startsWith("connector.")) {
+        // a bias takes its weight's fan-in
+        const weight = leaf === "bias" ? params.get(name.replace(/bias$/, "weight")) : p;
+        const bound = 1 / Math.sqrt((weight?.shape[1] as number | undefined) ?? fanIn);
+        p.uniform_(-bound, bound, gen);
+      } else if (leaf === "bias") p.zero_();
+      else p.normal_(0, std, gen);
+      n++;
+    }
+  });
+  return n;
+}
