@@ -290,6 +290,15 @@ async function serveRandom(): Promise<void> {
   process.once("SIGTERM", () => {
     s.close().then(() => process.exit(0));
   });
+  // a parent that died without SIGTERM (killed, crashed) must not leave a 2 GB server behind
+  const parent = process.ppid;
+  setInterval(() => {
+    try {
+      process.kill(parent, 0);
+    } catch {
+      s.close().then(() => process.exit(1));
+    }
+  }, 1000).unref();
 }
 
 async function health(): Promise<void> {
@@ -307,6 +316,7 @@ async function health(): Promise<void> {
   try {
     const idle = rss(pid);
     const idleHealth: number[] = [];
+    await (await fetch(`${url}/health`)).json(); // the connection's set-up is not the server's latency
     for (let i = 0; i < 20; i++) {
       const t = performance.now();
       await (await fetch(`${url}/health`)).json();
@@ -330,6 +340,14 @@ async function health(): Promise<void> {
     const samples: { phase: string; ms: number; inFlight: number }[] = [];
     let peakRss = idle.rss;
     const gen = (async () => {
+      try {
+        return await generation();
+      } finally {
+        state.phase = "done";
+      }
+    })();
+    gen.catch(() => {}); // its error is thrown below, once the polling has stopped
+    async function generation() {
       const t = performance.now();
       const res = await fetch(`${url}/v1/chat/completions`, {
         method: "POST",
@@ -352,7 +370,7 @@ async function health(): Promise<void> {
       state.phase = "done";
       const usage = /"usage":(\{[^}]+\})/.exec(text);
       return { totalMs: performance.now() - t, ttftMs: ttft, usage: usage ? JSON.parse(usage[1] as string) : null };
-    })();
+    }
     while (state.phase !== "done") {
       const t = performance.now();
       const h = (await (await fetch(`${url}/health`)).json()) as { in_flight: number };

@@ -2,6 +2,7 @@
 import { existsSync, statSync } from "node:fs";
 import type { TemplateName } from "../processing/templates.js";
 import { startServer } from "../serving/server.js";
+import { setNumThreads } from "../torch/runtime.js";
 import { TEMPLATE_NAMES } from "./generate.js";
 import { choice, dtype, int, UsageError } from "./options.js";
 
@@ -31,6 +32,10 @@ export async function serveCommand(o: ServeFlags): Promise<void> {
   if (apiKey !== null && apiKey.trim() === "") throw new UsageError("--api-key: empty key");
   const host = o.host.trim();
   if (host === "") throw new UsageError("--host: empty");
+  // this thread only serves HTTP: one libtorch/OpenBLAS thread here (measured: with all cores set on this thread too,
+  // the model's thread decodes slower); the model's thread then sets its own count when it loads (all cores, or
+  // --threads)
+  setNumThreads(1);
   const server = await startServer({
     model: {
       kind: "folder",

@@ -205,6 +205,20 @@ describe("bad input, each followed by a good request", () => {
     );
     const huge = JSON.stringify(good({ user: "x".repeat(5 * 2 ** 20) }));
     await refusedThenOk(() => post(chat, huge, { raw: true }), 413, "body_too_large");
+    // the same without a Content-Length (chunked): counted while it arrives
+    const chunked = () =>
+      fetch(chat, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: new ReadableStream({
+          start(c) {
+            c.enqueue(new TextEncoder().encode(huge));
+            c.close();
+          },
+        }),
+        duplex: "half",
+      } as RequestInit).then(reply);
+    await refusedThenOk(chunked, 413, "body_too_large", /larger than the \d+-byte limit/);
   });
 
   test("remote image URLs are off unless --allow-remote-images", async () => {
