@@ -15,6 +15,7 @@ import { quantizeInt8 } from "../nn/quant.js";
 import { manualSeed, randn } from "../torch/creation.js";
 import { disposeAll } from "../torch/memory.js";
 import { getNumThreads } from "../torch/runtime.js";
+import { type BenchTrainFlags, benchTrain } from "./bench-train.js";
 import { choice, int, peakRssMb, UsageError } from "./options.js";
 
 export interface BenchFlags {
@@ -194,8 +195,9 @@ function llamacpp(
   }
 }
 
-export async function benchCommand(what: string, o: BenchFlags): Promise<void> {
-  if (what !== "generate") throw new UsageError(`bench ${JSON.stringify(what)}: expected generate`);
+export async function benchCommand(what: string, o: BenchFlags & BenchTrainFlags): Promise<void> {
+  if (what === "train") return benchTrain(o, repoRoot());
+  if (what !== "generate") throw new UsageError(`bench ${JSON.stringify(what)}: expected generate or train`);
   const preset = choice("--preset", o.preset, Object.keys(PRESETS));
   const dtype = choice("--dtype", o.dtype, ["float32", "bfloat16"] as const);
   const int8 = o.quantize !== undefined && choice("--quantize", o.quantize, ["int8"] as const) === "int8";

@@ -29,9 +29,16 @@ program
 
 program
   .command("demo")
-  .description("the main job on a built-in default (see README)")
-  .option("--steps <n>", "training steps", "60")
-  .action(async (o) => (await import("./demo.js")).demo({ steps: Number(o.steps) }));
+  .description("the main job: train a tiny TinyLLaVA from scratch on synthetic shapes, evaluate it, keep it (offline)")
+  .option("--out <dir>", "where the data, checkpoints and the model folder go", "tinyllava-demo")
+  .option("--seed <n>", "seed of the data, the weights and the training", "0")
+  .option("--quick", "small settings (a minute; CI): learns well above chance, target 40%")
+  .option("--train-images <n>", "training pictures")
+  .option("--pretrain-steps <n>", "stage 1 steps")
+  .option("--finetune-steps <n>", "stage 2 steps")
+  .option("--target <accuracy>", "held-out accuracy to reach (exit code 1 below it)")
+  .option("--force", "replace a demo model already in --out")
+  .action(async (o) => (await import("./demo.js")).demo(o));
 
 const generationFlags = (c: Command) =>
   c
@@ -89,15 +96,19 @@ program
 
 program
   .command("bench")
-  .description("benchmarks at real shapes beside PyTorch and llama.cpp (needs a checkout): bench generate")
-  .argument("<what>", "generate")
-  .option("--preset <name>", "qwen2-0.5b-siglip or phi-2-siglip", "qwen2-0.5b-siglip")
+  .description("benchmarks at real shapes beside PyTorch and llama.cpp (needs a checkout): bench generate | train")
+  .argument("<what>", "generate (inference) or train (one training step)")
+  .option("--preset <name>", "qwen2-0.5b-siglip or phi-2-siglip (train: also demo)", "qwen2-0.5b-siglip")
   .option("--dtype <dtype>", "float32 or bfloat16", "float32")
   .option("--quantize <kind>", "int8 (weight-only; llama.cpp side: q8_0)")
   .option("--new-tokens <n>", "decode steps", "128")
   .option("--prompt-text-tokens <n>", "text tokens beside the image's", "40")
   .option("--reference <list>", "pytorch,llamacpp | pytorch | llamacpp | none", "pytorch,llamacpp")
   .option("--repeats <n>", "measure n times, keep the best", "1")
+  .option("--batch <n>", "train: samples per step (demo 16, released shapes 1)")
+  .option("--text-tokens <n>", "train: text tokens per sample beside the image's (demo 76, released shapes 40)")
+  .option("--steps <n>", "train: timed steps after 2 warm-up steps (demo 20, released shapes 3)")
+  .option("--gradient-checkpointing", "train: recompute each layer's activations in the backward pass")
   .action(async (what, o) => (await import("./bench.js")).benchCommand(what, o));
 
 program

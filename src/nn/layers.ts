@@ -98,8 +98,13 @@ export function linearWith(x: Tensor, weight: Tensor, int8: Int8Weight | null, b
   }
   if (!int8) return lowp.linear(x, weight, bias);
   const wd = lowp.dequantizeInt8(int8, x.dtype === "float64" ? "float64" : "float32");
-  const y = lowp.linear(x.dtype === "float64" ? x : x.to("float32"), wd, bias);
+  const f64 = x.dtype === "float64";
+  const xd = f64 || x.dtype === "float32" ? x : x.to("float32");
+  const bd = bias && bias.dtype !== wd.dtype ? bias.to(wd.dtype) : bias;
+  const y = lowp.linear(xd, wd, bd);
   wd.dispose();
+  if (xd !== x) xd.dispose();
+  if (bd && bd !== bias) bd.dispose();
   if (y.dtype === x.dtype) return y;
   const out = y.to(x.dtype);
   y.dispose();

@@ -2,6 +2,7 @@
 // module gets int8 rows with one float32 scale per row (symmetric, scale = max|w| / 127). Activations stay in the
 // compute dtype; decoding multiplies through the fused kernel (native/src/kernels.cpp), longer inputs dequantise a
 // layer's weight for the product. A tied lm_head shares the embedding's rows, as before quantisation.
+import { emptyCache } from "../torch/memory.js";
 import { Embedding, Linear } from "./layers.js";
 import type { Module } from "./module.js";
 
@@ -35,5 +36,8 @@ export function quantizeInt8(root: Module): QuantizeReport {
     if (m instanceof Linear) r.linears++;
     else r.embeddings++;
   }
+  // the float weights just freed sit in the allocator's cache (up to 2 GB of it): hand them back to the OS, or the
+  // quantised model's RSS stays that of the float one
+  emptyCache();
   return r;
 }

@@ -97,3 +97,36 @@ test("the fused decode kernel equals the dequantised product (and float/bf16/f16
     assert.equal(linearSmall(randn([1, 4]).to("float64"), randn([3, 4]).to("float64"), null, null), null);
   });
 });
+
+// int8 weights under a bfloat16 model: the prefill (more rows than the fused kernel takes) dequantises to float32 and
+// must bring the bias and the input along (it failed with "self and mat2 must have the same dtype")
+test("int8 with bfloat16 activations: prefill and decode run, and stay near float32 int8", () => {
+  const name = modelNames()[0] as string;
+  const a = loadCase(name, "float32");
+  const b = loadCase(name, "bfloat16");
+  try {
+    quantizeInt8(a.model.languageModel);
+    quantizeInt8(b.model.languageModel);
+    const logits = (c: typeof a) =>
+      tidy(() =>
+        noGrad(() =>
+          c.model
+            .forward({ inputIds: tensor([c.ids], { dtype: "int64" }), pixelValues: c.pixels.to(c.model.dtype) })
+            .logits.to("float32")
+            .toArray(),
+        ),
+      );
+    assert.ok(a.ids.length > 8, "the prompt must exceed the fused kernel's 8 rows");
+    const la = logits(a);
+    const lb = logits(b);
+    const scale = Math.max(...la.map(Math.abs));
+    let err = 0;
+    for (let i = 0; i < la.length; i++) err = Math.max(err, Math.abs((la[i] as number) - (lb[i] as number)));
+    assert.ok(err / scale < 0.05, `bfloat16 int8 logits differ from float32 int8 by ${err / scale} of the scale`);
+    const out = generate(b.model, [{ inputIds: b.ids, pixelValues: b.pixels.to("bfloat16") }], { maxNewTokens: 4 });
+    assert.equal(out[0]?.tokens.length, 4);
+  } finally {
+    a.close();
+    b.close();
+  }
+});

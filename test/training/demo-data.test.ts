@@ -30,6 +30,7 @@ import {
 import {
   buildDemoData,
   COLORS,
+  DEMO_POSITION_EMBEDDING_SCALE,
   type DemoData,
   demoCorpus,
   demoModelConfig,
@@ -440,7 +441,7 @@ describe("demo model", () => {
       const visionWidth = cfg.vision.hidden_size;
       const pos = std("vision_tower.vision_model.embeddings.position_embedding.weight");
       assert.ok(
-        Math.abs(pos - 1 / Math.sqrt(visionWidth)) < 0.2 / Math.sqrt(visionWidth),
+        Math.abs(pos - DEMO_POSITION_EMBEDDING_SCALE / Math.sqrt(visionWidth)) < 0.2 / Math.sqrt(visionWidth),
         `position embedding std ${pos}`,
       );
       const proc = ImageProcessor.fromFolder(demo.modelDir, cfg.vision);
