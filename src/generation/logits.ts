@@ -65,7 +65,7 @@ export function applyRepetitionPenalty(logits: Tensor, seen: number[][], penalty
       return [...u, ...new Array(width - u.length).fill(u[0])];
     });
     const rowsWithout = idx.map((r) => r[0] === -1);
-    const safe = idx.map((r) => r.map((x) => (x < 0 ? 0 : x)));
+    const safe = idx.map((r) => r.map((x) => Math.max(x, 0)));
     const index = tensor(safe, { dtype: "int64" });
     const score = logits.gather(1, index);
     const penalised = where(score.lt(0), score.mul(penalty), score.div(penalty));

@@ -12,7 +12,6 @@ import { runLayers } from "../../nn/recompute.js";
 import { RotaryEmbedding } from "../../nn/rope.js";
 import { arange, ones } from "../../torch/creation.js";
 import type { DType } from "../../torch/dtype.js";
-import * as F from "../../torch/functional.js";
 import { tidy } from "../../torch/memory.js";
 import type { Tensor } from "../../torch/tensor.js";
 
