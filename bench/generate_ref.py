@@ -176,7 +176,7 @@ class SiglipVision:
         x = F.conv2d(pixels.to(self.dtype), self.patch_w, self.patch_b, stride=self.c["patch"])
         x = x.flatten(2).transpose(1, 2) + self.pos
         n = len(self.layers) if self.full else len(self.layers) - 1
-        selected = None
+        selected = x if len(self.layers) == 1 else None  # hidden_states[-2] of one layer: the embeddings
         for i in range(n):
             x = self.layers[i](x)
             if i == len(self.layers) - 2:

@@ -21,8 +21,8 @@ torch, F = G.torch, G.F
 
 # the demo's tiny model (src/training/demo/model.ts DEMO_MODEL_SIZES; vocabulary as the demo's tokenizer learns it)
 DEMO = dict(
-    vision=dict(hidden=96, inter=384, layers=3, heads=4, image=48, patch=16, eps=1e-6),
-    llm=dict(family="qwen2", vocab=456, hidden=128, inter=512, layers=4, heads=4, kv_heads=2, theta=1e4, eps=1e-6,
+    vision=dict(hidden=96, inter=384, layers=1, heads=4, image=48, patch=16, eps=1e-6),
+    llm=dict(family="qwen2", vocab=456, hidden=128, inter=512, layers=4, heads=8, kv_heads=4, theta=1e4, eps=1e-6,
              partial_rotary=1.0, tied=True),
 )
 PRESETS = dict(G.PRESETS, demo=DEMO)

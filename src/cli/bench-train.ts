@@ -9,11 +9,11 @@ import { PRESETS, presetConfig } from "../models/presets.js";
 import { TinyLlava } from "../models/tinyllava.js";
 import { RecomputeTape } from "../nn/recompute.js";
 import { Generator, manualSeed, rand, randint, tensor } from "../torch/creation.js";
-import { tidy } from "../torch/memory.js";
+import { emptyCache, tidy } from "../torch/memory.js";
 import { AdamW, clipGradNorm } from "../torch/optim.js";
 import { getNumThreads } from "../torch/runtime.js";
 import type { Tensor } from "../torch/tensor.js";
-import { demoModelConfig } from "../training/demo/model.js";
+import { demoModelConfig, initDemoWeights } from "../training/demo/model.js";
 import { noDecayNames } from "../training/tune.js";
 import { choice, int, peakRssMb, UsageError } from "./options.js";
 
@@ -37,6 +37,7 @@ function ours(preset: string, batch: number, textTokens: number, steps: number, 
   manualSeed(0);
   const cfg = preset === "demo" ? demoConfig() : presetConfig(preset);
   const model = new TinyLlava(cfg, "float32");
+  initDemoWeights(model, { seed: 0 }); // the demo's init (Qwen2's N(0, range) LLM weights) on every preset
   model.train();
   const trainAll = preset === "demo";
   if (!trainAll) model.visionTower.requiresGrad_(false);
@@ -90,6 +91,7 @@ function ours(preset: string, batch: number, textTokens: number, steps: number, 
   for (const t of [pixels, inputIds, labelT]) t.dispose();
   opt.dispose();
   model.dispose();
+  emptyCache(); // the reference runs next, in its own process: hand the freed memory back first
   return {
     engine: "tinyllava",
     train: trainAll ? "all" : "finetune",

@@ -160,6 +160,29 @@ describe("splicing", () => {
       m.dispose();
     });
   });
+
+  // Factory's format: each −200 is one image, also in a run of exactly T (the feature rows per image), which the
+  // old code took for one already-expanded image
+  test("a run of T Factory placeholders is T images, not one expanded image", () => {
+    tidy(() => {
+      const m = loadTinyLlava(join(M, "tinyllava-siglip-qwen2"), { dtype: "float64" });
+      const g = new SafetensorsFile(join(M, "tinyllava-siglip-qwen2", "golden.safetensors"));
+      const px = g.get("pixel_values");
+      const T = 15;
+      const run = Array.from({ length: T }, () => IMAGE_PLACEHOLDER);
+      const pixels = px.expand([T, ...(px.shape.slice(1) as number[])]).contiguous();
+      const out = noGrad(() =>
+        m.forward({ inputIds: tensor([[10, ...run, 11]], { dtype: "int64" }), pixelValues: pixels }),
+      );
+      assert.deepEqual(out.logits.shape, [1, 2 + T * T, 380]);
+      assert.throws(
+        () => m.forward({ inputIds: tensor([[10, ...run, 11]], { dtype: "int64" }), pixelValues: px }),
+        /more image placeholders than the 1 image\(s\) given/,
+      );
+      g.close();
+      m.dispose();
+    });
+  });
 });
 
 describe("clear errors", () => {
