@@ -2,17 +2,29 @@
 // Why: inside Node, glibc malloc's heap fragments under libtorch's allocation pattern (RSS grew to GBs over long
 // training loops and steps ran several times slower from page faults). Blocks are rounded up to size classes
 // (4 per power of two, so at most 25% slack) and kept on free lists for reuse; large blocks come from mmap so
-// emptyCache() really returns them to the OS. The cache is capped (TINYLLAVA_ALLOC_CACHE_MB, default 2048).
+// emptyCache() really returns them to the OS.
+// How much is cached: a block that misses its class's free list first evicts the least recently freed cached blocks of
+// other classes while live + cached + the new block would exceed 1.25 × the highest live total seen so far, so the
+// footprint stays within a quarter of the program's own peak (blocks of one size class cannot serve another, so some
+// slack is what lets a loop whose phases use different sizes run from the cache) instead of growing by a cache of
+// stale sizes; within that, everything freed is kept (up to TINYLLAVA_ALLOC_CACHE_MB, default half the machine's
+// memory; TINYLLAVA_ALLOC_SLACK sets the 25%, "off" never evicts). Why: with a fixed 2 GB cap, a real-shape training
+// step (Qwen2-0.5B + SigLIP) freed more than 2 GB of activations in its backward pass, so the optimiser's and the next
+// step's large temporaries were mmapped and page-faulted afresh every step: 32 s/step instead of 22 s.
 #include <c10/core/CPUAllocator.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <string>
 #include <cstdlib>
 #include <mutex>
 #include <new>
+#include <deque>
+#include <utility>
 #include <vector>
 
 #include "common.h"
@@ -44,13 +56,47 @@ inline size_t classSize(int c) {  // inverse of classOf
 
 struct CachingCpuAllocator final : public c10::Allocator {
   mutable std::mutex mu;
-  mutable std::vector<void*> freeLists[kClasses];
+  // per class: (block, release sequence number); reuse takes the newest (back), eviction the oldest (front)
+  mutable std::deque<std::pair<void*, uint64_t>> freeLists[kClasses];
+  mutable uint64_t seq = 0;
   mutable int64_t allocated = 0, cached = 0, peak = 0, count = 0;
   int64_t cacheLimit;
 
   CachingCpuAllocator() {
     const char* e = std::getenv("TINYLLAVA_ALLOC_CACHE_MB");
-    cacheLimit = (e ? std::atoll(e) : 2048) * (int64_t(1) << 20);
+    if (e) {
+      cacheLimit = std::atoll(e) * (int64_t(1) << 20);
+    } else {
+      const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+      cacheLimit = pages > 0 && page > 0 ? int64_t(pages) * page / 2 : int64_t(2048) << 20;
+    }
+    if (const char* sl = std::getenv("TINYLLAVA_ALLOC_SLACK")) {
+      if (std::string(sl) == "off")
+        evict = false;
+      else
+        slackPercent = std::max<int64_t>(0, std::atoll(sl));
+    }
+  }
+
+  int64_t slackPercent = 25;  // TINYLLAVA_ALLOC_SLACK (percent of the live peak; "off": never evict, as a plain cap)
+  bool evict = true;
+  int64_t footprintCap() const { return peak + peak * slackPercent / 100; }
+
+  // Frees the least recently freed cached blocks of classes other than `keep` until live + cached + need fits the
+  // footprint cap (or nothing else is cached). Called with mu held; the blocks are unmapped outside the lock.
+  void evictFor(int keep, int64_t need, std::vector<std::pair<void*, size_t>>& out) const {
+    while (allocated + cached + need > footprintCap()) {
+      int oldest = -1;
+      for (int c = 0; c < kClasses; c++)
+        if (c != keep && !freeLists[c].empty() &&
+            (oldest < 0 || freeLists[c].front().second < freeLists[oldest].front().second))
+          oldest = c;
+      if (oldest < 0) return;
+      const size_t total = classSize(oldest) + kHeader;
+      out.emplace_back(freeLists[oldest].front().first, total);
+      freeLists[oldest].pop_front();
+      cached -= static_cast<int64_t>(total);
+    }
   }
 
   static void* rawAlloc(size_t total) {
@@ -75,17 +121,21 @@ struct CachingCpuAllocator final : public c10::Allocator {
     int c = classOf(n, &rounded);
     size_t total = rounded + kHeader;
     void* base = nullptr;
+    std::vector<std::pair<void*, size_t>> evicted;
     {
       std::lock_guard<std::mutex> lock(mu);
       if (!freeLists[c].empty()) {
-        base = freeLists[c].back();
+        base = freeLists[c].back().first;
         freeLists[c].pop_back();
         cached -= total;
+      } else if (evict && cached > 0) {
+        evictFor(c, static_cast<int64_t>(total), evicted);
       }
       allocated += total;
       count++;
       if (allocated > peak) peak = allocated;
     }
+    for (auto& [b, n] : evicted) rawFree(b, n);
     if (!base) {
       base = rawAlloc(total);
       if (!base) {
@@ -111,7 +161,7 @@ struct CachingCpuAllocator final : public c10::Allocator {
       count--;
       keep = cached + static_cast<int64_t>(total) <= cacheLimit;
       if (keep) {
-        freeLists[c].push_back(base);
+        freeLists[c].emplace_back(base, ++seq);
         cached += total;
       }
     }
@@ -121,7 +171,7 @@ struct CachingCpuAllocator final : public c10::Allocator {
   void emptyCache() {
     std::lock_guard<std::mutex> lock(mu);
     for (int c = 0; c < kClasses; c++) {
-      for (void* b : freeLists[c]) rawFree(b, classSize(c) + kHeader);
+      for (auto& [b, s] : freeLists[c]) rawFree(b, classSize(c) + kHeader);
       freeLists[c].clear();
     }
     cached = 0;
