@@ -9,9 +9,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { IMAGE_PLACEHOLDER } from "../config/index.js";
 import { GenerationRun } from "../generation/generate.js";
+import { randomModel } from "../models/init.js";
 import { PRESETS, presetConfig } from "../models/presets.js";
-import { TinyLlava } from "../models/tinyllava.js";
-import { quantizeInt8 } from "../nn/quant.js";
 import { manualSeed, randn } from "../torch/creation.js";
 import { disposeAll } from "../torch/memory.js";
 import { getNumThreads } from "../torch/runtime.js";
@@ -60,9 +59,7 @@ function ours(
 ): Ours {
   manualSeed(0);
   const cfg = presetConfig(preset);
-  const model = new TinyLlava(cfg, dtype);
-  model.eval();
-  if (int8) quantizeInt8(model.languageModel);
+  const model = randomModel(cfg, dtype, int8);
   let weights = 0;
   for (const [, t] of model.stateDict())
     weights += t.numel() * (t.dtype === "float32" ? 4 : t.dtype === "int8" ? 1 : t.dtype === "float64" ? 8 : 2);

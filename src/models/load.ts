@@ -15,6 +15,7 @@ import { CheckpointError, ConfigError } from "../errors.js";
 import { withoutInit } from "../nn/layers.js";
 import { mergeLora } from "../nn/lora.js";
 import { checkKeys, checkShape } from "../nn/module.js";
+import { IncrementalInt8 } from "../nn/quant.js";
 import { noGrad } from "../torch/autograd.js";
 import type { DType } from "../torch/dtype.js";
 import { SafetensorsCheckpoint } from "../torch/safetensors.js";
@@ -34,6 +35,9 @@ export interface LoadOptions {
   dtype?: DType;
   /** called after each tensor is loaded */
   onProgress?: (p: LoadProgress) => void;
+  /** weight-only int8 for the language model's Linear and Embedding layers, each quantised as soon as its weight is
+   * loaded (peak memory: the int8 model plus about one float layer); the report is in `model.quantization` */
+  quantize?: "int8" | null;
 }
 
 export function readJson(path: string): Json {
@@ -78,6 +82,7 @@ function loadInto(
   dtype: DType,
   skipPrefixes: string[] = [],
   onProgress?: (p: LoadProgress) => void,
+  onLoaded?: (name: string) => void,
 ): void {
   const own = model.stateDict();
   const seen = new Set<string>();
@@ -102,6 +107,7 @@ function loadInto(
           target.copy_(v);
           v.dispose();
           seen.add(name);
+          onLoaded?.(name);
         }
       }
       onProgress?.({ loadedBytes, totalBytes, tensors: n + 1 });
@@ -122,6 +128,23 @@ function languageModelKeys(ck: SafetensorsCheckpoint): Set<string> {
 
 /** Loads a TinyLLaVA model from a folder. */
 export function loadTinyLlava(dir: string, opts: LoadOptions = {}): TinyLlava {
+  if (!opts.quantize) return loadFloat(dir, opts, undefined);
+  // the single-folder path quantises layer by layer as it loads; the others load, then quantise what is left
+  const held: { q: IncrementalInt8 | null } = { q: null };
+  const model = loadFloat(dir, opts, (m) => {
+    const q = new IncrementalInt8(m.languageModel, "language_model.");
+    held.q = q;
+    return (name) => q.loaded(name);
+  });
+  model.quantization = (held.q ?? new IncrementalInt8(model.languageModel, "language_model.")).finish();
+  return model;
+}
+
+function loadFloat(
+  dir: string,
+  opts: LoadOptions,
+  quantizer: ((m: TinyLlava) => (name: string) => void) | undefined,
+): TinyLlava {
   const dtype = opts.dtype ?? "float32";
   const cfgPath = join(dir, "config.json");
   const config = parseTinyLlavaConfig(readJson(cfgPath), cfgPath);
@@ -150,7 +173,7 @@ export function loadTinyLlava(dir: string, opts: LoadOptions = {}): TinyLlava {
       const c = canonicalKey(k);
       return tied && c === "language_model.lm_head.weight" ? null : c;
     };
-    loadInto(model, ck, dir, rename, dtype, [], opts.onProgress);
+    loadInto(model, ck, dir, rename, dtype, [], opts.onProgress, quantizer?.(model));
     return model;
   });
 }

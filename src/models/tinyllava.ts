@@ -5,6 +5,7 @@
 import { IMAGE_PLACEHOLDER, type TinyLlavaConfig } from "../config/index.js";
 import { ConfigError } from "../errors.js";
 import { Module } from "../nn/module.js";
+import type { QuantizeReport } from "../nn/quant.js";
 import { cat, full, tensor, zeros } from "../torch/creation.js";
 import type { DType } from "../torch/dtype.js";
 import * as F from "../torch/functional.js";
@@ -51,6 +52,8 @@ export class TinyLlava extends Module {
   readonly visionTower: VisionTower;
   readonly connector: Connector;
   readonly languageModel: CausalLM;
+  /** set when the language model was quantised to int8 while loading (loadTinyLlava's `quantize`) */
+  quantization: QuantizeReport | null = null;
 
   constructor(
     readonly config: TinyLlavaConfig,

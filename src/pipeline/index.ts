@@ -14,7 +14,7 @@ import {
 } from "../generation/generate.js";
 import { type LoadProgress, loadTinyLlava } from "../models/load.js";
 import type { TinyLlava } from "../models/tinyllava.js";
-import { type QuantizeReport, quantizeInt8 } from "../nn/quant.js";
+import type { QuantizeReport } from "../nn/quant.js";
 import { ImageProcessor } from "../processing/image.js";
 import {
   defaultTemplate,
@@ -111,10 +111,9 @@ export class VisionLanguagePipeline {
   static load(dir: string, opts: PipelineOptions = {}): VisionLanguagePipeline {
     if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new GenerationError(`${dir}: model folder not found`);
     const t0 = performance.now();
-    const model = loadTinyLlava(dir, { dtype: opts.dtype, onProgress: opts.onProgress });
+    const model = loadTinyLlava(dir, { dtype: opts.dtype, onProgress: opts.onProgress, quantize: opts.quantize });
     model.eval();
-    let quantization: QuantizeReport | null = null;
-    if (opts.quantize === "int8") quantization = quantizeInt8(model.languageModel);
+    const quantization: QuantizeReport | null = model.quantization;
     const tokDir =
       opts.tokenizerDir ??
       (existsSync(join(dir, "tokenizer.json")) || existsSync(join(dir, "vocab.json"))

@@ -10,9 +10,8 @@
 import { basename, resolve } from "node:path";
 import { GenerationError } from "../errors.js";
 import { type GenerateOptions, type GenerateRequest, GenerationRun, type StepEvent } from "../generation/generate.js";
+import { randomModel } from "../models/init.js";
 import { presetConfig } from "../models/presets.js";
-import { TinyLlava } from "../models/tinyllava.js";
-import { quantizeInt8 } from "../nn/quant.js";
 import { type AskOptions, VisionLanguagePipeline } from "../pipeline/index.js";
 import { ImageProcessor, preprocessorConfig } from "../processing/image.js";
 import { defaultTemplate, TEMPLATES } from "../processing/templates.js";
@@ -77,9 +76,8 @@ function loadPipeline(spec: ModelSpec): VisionLanguagePipeline {
   const t0 = performance.now();
   const cfg = presetConfig(spec.preset);
   manualSeed(spec.seed ?? 0);
-  const model = new TinyLlava(cfg, spec.dtype ?? "float32");
-  model.eval();
-  const quantization = spec.quantize === "int8" ? quantizeInt8(model.languageModel) : null;
+  const model = randomModel(cfg, spec.dtype ?? "float32", spec.quantize === "int8", spec.seed ?? 0);
+  const quantization = model.quantization;
   const tokenizer = TinyTokenizer.fromFolder(spec.tokenizerDir);
   if (tokenizer.vocabSize > cfg.text.vocab_size)
     throw new GenerationError(

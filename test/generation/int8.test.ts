@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { generate } from "../../src/generation/generate.js";
+import { loadTinyLlava } from "../../src/models/load.js";
 import { linearSmall, quantizeInt8 as quantizeTensor } from "../../src/nn/lowp.js";
 import { quantizeInt8 } from "../../src/nn/quant.js";
 import * as F from "../../src/torch/functional.js";
@@ -128,5 +129,28 @@ test("int8 with bfloat16 activations: prefill and decode run, and stay near floa
   } finally {
     a.close();
     b.close();
+  }
+});
+
+// quantising while loading (layer by layer, for the memory) gives the model that load-then-quantise gives
+test("loadTinyLlava({ quantize: 'int8' }) equals loading then quantising, with the same report", () => {
+  const name = modelNames()[0] as string;
+  const a = loadCase(name, "float32");
+  try {
+    const rep = quantizeInt8(a.model.languageModel);
+    const b = loadTinyLlava(a.dir, { dtype: "float32", quantize: "int8" });
+    b.eval();
+    assert.deepEqual(b.quantization, rep);
+    const sa = a.model.stateDict();
+    const sb = b.stateDict();
+    assert.deepEqual([...sb.keys()].sort(), [...sa.keys()].sort());
+    for (const [k, t] of sa) {
+      const u = sb.get(k) as typeof t;
+      assert.equal(u.dtype, t.dtype, k);
+      assert.ok(tidy(() => t.to("float64").sub(u.to("float64")).abs().max().item()) === 0, `${k} differs`);
+    }
+    b.dispose();
+  } finally {
+    a.close();
   }
 });

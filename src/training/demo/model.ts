@@ -5,9 +5,8 @@
 import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Json } from "../../config/index.js";
+import { initFromScratch } from "../../models/init.js";
 import type { TinyLlava } from "../../models/tinyllava.js";
-import { noGrad } from "../../torch/autograd.js";
-import { Generator } from "../../torch/creation.js";
 import { type DemoTokenizerFiles, EOS_TOKEN } from "./tokenizer.js";
 
 export interface DemoModelSizes {
@@ -202,49 +201,10 @@ export function writeDemoModelFolder(
   }
 }
 
-/** Initialises a freshly built model as its reference parts start from scratch, deterministically for a seed:
- * - vision tower as transformers' SiglipPreTrainedModel._init_weights except the position embedding (N(0, 5/√width),
- *   see DEMO_POSITION_EMBEDDING_SCALE; transformers: 1/√width): patch
- *   conv lecun-normal N(0, 1/fan_in) (untruncated here), attention and MLP weights Xavier-uniform, attention biases 0,
- *   MLP biases N(0, 1e-6), LayerNorms 1/0;
- * - connector as PyTorch's nn.Linear default (what Factory's mlp2x_gelu starts from): U(±1/√fan_in), bias too;
- * - LLM as Qwen2PreTrainedModel._init_weights: Linear and Embedding weights N(0, initializer_range) (the config's
- *   text_config.initializer_range unless given), biases 0, RMSNorm weights 1.
- * The module defaults (PyTorch's N(0, 1) embeddings, which tied to the LM head give logits of scale √hidden and a
- * first loss near 40) train far more slowly. Returns the number of tensors set. */
-export function initDemoWeights(model: TinyLlava, opts: { seed?: number; initializerRange?: number } = {}): number {
-  const fromConfig = (model.config.raw.text_config as Json | undefined)?.initializer_range;
-  const std = opts.initializerRange ?? (typeof fromConfig === "number" ? fromConfig : 0.02);
-  const gen = new Generator(opts.seed ?? 0);
-  const visionWidth = model.config.vision.hidden_size;
-  const params = new Map(model.namedParameters());
-  let n = 0;
-  noGrad(() => {
-    for (const [name, p] of params) {
-      const leaf = name.split(".").pop() as string;
-      const [fanOut, ...rest] = p.shape as number[];
-      const fanIn = rest.reduce((a, b) => a * b, 1);
-      if (/norm/.test(name)) p.fill_(leaf === "weight" ? 1 : 0);
-      else if (name.startsWith("vision_tower.")) {
-        if (name.endsWith("position_embedding.weight"))
-          p.normal_(0, DEMO_POSITION_EMBEDDING_SCALE / Math.sqrt(visionWidth), gen);
-        else if (name.includes("patch_embedding")) {
-          if (leaf === "weight") p.normal_(0, Math.sqrt(1 / fanIn), gen);
-          else p.zero_();
-        } else if (leaf === "weight") {
-          const bound = Math.sqrt(6 / (fanIn + (fanOut as number)));
-          p.uniform_(-bound, bound, gen);
-        } else if (name.includes(".mlp.")) p.normal_(0, 1e-6, gen);
-        else p.zero_();
-      } else if (name.startsWith("connector.")) {
-        // a bias takes its weight's fan-in
-        const weight = leaf === "bias" ? params.get(name.replace(/bias$/, "weight")) : p;
-        const bound = 1 / Math.sqrt((weight?.shape[1] as number | undefined) ?? fanIn);
-        p.uniform_(-bound, bound, gen);
-      } else if (leaf === "bias") p.zero_();
-      else p.normal_(0, std, gen);
-      n++;
-    }
-  });
-  return n;
+/** The demo's init: initFromScratch with the position embeddings at DEMO_POSITION_EMBEDDING_SCALE. */
+export function initDemoWeights(
+  model: TinyLlava,
+  opts: { seed?: number; initializerRange?: number; onInit?: (name: string) => void } = {},
+): number {
+  return initFromScratch(model, { ...opts, positionEmbeddingScale: DEMO_POSITION_EMBEDDING_SCALE });
 }
