@@ -132,7 +132,8 @@ describe("cancellation and the queue", () => {
     queued.abort();
     assert.equal(((await b) as Error).name, "AbortError");
     const h = await until(s, (x) => x.queue_length === 0, "B to leave the queue");
-    assert.equal(h.in_flight, 1);
+    // A (or nothing, if A has already finished on a fast machine) is in flight; the counters below show B never ran
+    assert.ok(h.in_flight <= 1, JSON.stringify(h));
     // A runs to its end
     let rest = a.text;
     const dec = new TextDecoder();
