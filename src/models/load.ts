@@ -15,7 +15,7 @@ import { CheckpointError, ConfigError } from "../errors.js";
 import { withoutInit } from "../nn/layers.js";
 import { mergeLora } from "../nn/lora.js";
 import { checkKeys, checkShape } from "../nn/module.js";
-import { IncrementalInt8 } from "../nn/quant.js";
+import { IncrementalInt8, quantizeInt8 } from "../nn/quant.js";
 import { noGrad } from "../torch/autograd.js";
 import type { DType } from "../torch/dtype.js";
 import { SafetensorsCheckpoint } from "../torch/safetensors.js";
@@ -128,23 +128,13 @@ function languageModelKeys(ck: SafetensorsCheckpoint): Set<string> {
 
 /** Loads a TinyLLaVA model from a folder. */
 export function loadTinyLlava(dir: string, opts: LoadOptions = {}): TinyLlava {
-  if (!opts.quantize) return loadFloat(dir, opts, undefined);
-  // the single-folder path quantises layer by layer as it loads; the others load, then quantise what is left
-  const held: { q: IncrementalInt8 | null } = { q: null };
-  const model = loadFloat(dir, opts, (m) => {
-    const q = new IncrementalInt8(m.languageModel, "language_model.");
-    held.q = q;
-    return (name) => q.loaded(name);
-  });
-  model.quantization = (held.q ?? new IncrementalInt8(model.languageModel, "language_model.")).finish();
+  const model = loadFolder(dir, opts);
+  // the single-folder path quantised layer by layer as it loaded; the others load whole, then quantise here
+  if (opts.quantize && !model.quantization) model.quantization = quantizeInt8(model.languageModel);
   return model;
 }
 
-function loadFloat(
-  dir: string,
-  opts: LoadOptions,
-  quantizer: ((m: TinyLlava) => (name: string) => void) | undefined,
-): TinyLlava {
+function loadFolder(dir: string, opts: LoadOptions): TinyLlava {
   const dtype = opts.dtype ?? "float32";
   const cfgPath = join(dir, "config.json");
   const config = parseTinyLlavaConfig(readJson(cfgPath), cfgPath);
@@ -173,7 +163,9 @@ function loadFloat(
       const c = canonicalKey(k);
       return tied && c === "language_model.lm_head.weight" ? null : c;
     };
-    loadInto(model, ck, dir, rename, dtype, [], opts.onProgress, quantizer?.(model));
+    const q = opts.quantize ? new IncrementalInt8(model.languageModel, "language_model.") : null;
+    loadInto(model, ck, dir, rename, dtype, [], opts.onProgress, q ? (name) => q.loaded(name) : undefined);
+    if (q) model.quantization = q.finish();
     return model;
   });
 }
