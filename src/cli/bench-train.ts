@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { IMAGE_PLACEHOLDER, parseTinyLlavaConfig } from "../config/index.js";
 import { PRESETS, presetConfig } from "../models/presets.js";
 import { TinyLlava } from "../models/tinyllava.js";
+import { withoutInit } from "../nn/layers.js";
 import { RecomputeTape } from "../nn/recompute.js";
 import { Generator, manualSeed, rand, randint, tensor } from "../torch/creation.js";
 import { emptyCache, tidy } from "../torch/memory.js";
@@ -15,6 +16,7 @@ import { getNumThreads } from "../torch/runtime.js";
 import type { Tensor } from "../torch/tensor.js";
 import { demoModelConfig, initDemoWeights } from "../training/demo/model.js";
 import { noDecayNames } from "../training/tune.js";
+import { lastJson, round } from "./bench-json.js";
 import { choice, int, peakRssMb, UsageError } from "./options.js";
 
 export interface BenchTrainFlags {
@@ -26,8 +28,6 @@ export interface BenchTrainFlags {
   gradientCheckpointing?: boolean;
 }
 
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
-
 /** The demo model as `tinyllava demo` builds it (vocabulary as its tokenizer learns it on the default data). */
 function demoConfig() {
   return parseTinyLlavaConfig(demoModelConfig({ vocabSize: 456, imageSize: 48 }), "demo model");
@@ -36,7 +36,7 @@ function demoConfig() {
 function ours(preset: string, batch: number, textTokens: number, steps: number, recompute: boolean) {
   manualSeed(0);
   const cfg = preset === "demo" ? demoConfig() : presetConfig(preset);
-  const model = new TinyLlava(cfg, "float32");
+  const model = withoutInit(() => new TinyLlava(cfg, "float32"));
   initDemoWeights(model, { seed: 0 }); // the demo's init (Qwen2's N(0, range) LLM weights) on every preset
   model.train();
   const trainAll = preset === "demo";
@@ -118,13 +118,8 @@ function pytorch(root: string, preset: string, batch: number, textTokens: number
     ],
     { encoding: "utf8", maxBuffer: 64 * 2 ** 20 },
   );
-  const line = r.stdout
-    ?.trim()
-    .split("\n")
-    .filter((l) => l.startsWith("{"))
-    .pop();
-  if (r.status !== 0 || !line) return { engine: "pytorch-eager", error: (r.stderr || r.stdout || "").slice(-1500) };
-  return JSON.parse(line) as Record<string, number>;
+  if (r.status !== 0) return { engine: "pytorch-eager", error: (r.stderr || r.stdout || "").slice(-1500) };
+  return lastJson(r.stdout);
 }
 
 export async function benchTrain(o: BenchTrainFlags, root: string): Promise<void> {

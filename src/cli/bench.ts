@@ -14,6 +14,7 @@ import { PRESETS, presetConfig } from "../models/presets.js";
 import { manualSeed, randn } from "../torch/creation.js";
 import { disposeAll } from "../torch/memory.js";
 import { getNumThreads } from "../torch/runtime.js";
+import { lastJson, round } from "./bench-json.js";
 import { type BenchTrainFlags, benchTrain } from "./bench-train.js";
 import { choice, int, peakRssMb, UsageError } from "./options.js";
 
@@ -26,8 +27,6 @@ export interface BenchFlags {
   reference: string;
   repeats: string;
 }
-
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
 function repoRoot(): string {
   // dist/src/cli/bench.js or src/cli/bench.ts → the checkout
@@ -94,16 +93,6 @@ function ours(
     weights_mb: round(weights / 2 ** 20, 1),
     generated_head: head,
   };
-}
-
-function lastJson(out: string): Record<string, unknown> {
-  const line = out
-    .trim()
-    .split("\n")
-    .filter((l) => l.startsWith("{"))
-    .pop();
-  if (!line) throw new Error(`no JSON in the output:\n${out.slice(-2000)}`);
-  return JSON.parse(line);
 }
 
 function pytorch(
