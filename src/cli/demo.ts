@@ -115,44 +115,35 @@ export async function demo(o: DemoFlags): Promise<void> {
     max_grad_norm: 1,
     seed,
     model_max_length: 256,
+    learning_rate: 1e-3,
+    tune_type_vision_tower: "full",
     progress: false,
     verify_images: false, // the demo wrote them a moment ago
   };
+  const stage = (label: string, from: TinyLlava, flags: Record<string, unknown>) =>
+    train(resolveArguments({ flags: { ...common, ...flags } }), {
+      model: { model: from, tokenizerDir: modelDir, processorDir: modelDir },
+      onStep: progress(label),
+    });
   // Stage 1 (TinyLLaVA's pretrain: captions, template `pretrain`). Factory freezes a pretrained LLM and tower here;
   // ours are random, so all three parts learn from the captions.
   console.log(`stage 1 — pretrain on captions (${s.pretrainSteps} steps)`);
-  const pre = await train(
-    resolveArguments({
-      flags: {
-        ...common,
-        stage: "pretrain",
-        data_path: files.pretrain,
-        output_dir: join(dir, "pretrain"),
-        max_steps: s.pretrainSteps,
-        learning_rate: 1e-3,
-        tune_type_llm: "full",
-        tune_type_vision_tower: "full",
-      },
-    }),
-    { model: { model, tokenizerDir: modelDir, processorDir: modelDir }, onStep: progress("pretrain") },
-  );
+  const pre = await stage("pretrain", model, {
+    stage: "pretrain",
+    data_path: files.pretrain,
+    output_dir: join(dir, "pretrain"),
+    max_steps: s.pretrainSteps,
+    tune_type_llm: "full",
+  });
   // Stage 2 (finetune: questions with the qwen2_base template; everything trains, as the tower is ours too).
   console.log(`stage 2 — finetune on questions (${s.finetuneSteps} steps)`);
-  const ft = await train(
-    resolveArguments({
-      flags: {
-        ...common,
-        stage: "finetune",
-        data_path: files.finetune,
-        output_dir: join(dir, "model"),
-        max_steps: s.finetuneSteps,
-        learning_rate: 1e-3,
-        conv_version: "qwen2_base",
-        tune_type_vision_tower: "full",
-      },
-    }),
-    { model: { model: pre.model, tokenizerDir: modelDir, processorDir: modelDir }, onStep: progress("finetune") },
-  );
+  const ft = await stage("finetune", pre.model, {
+    stage: "finetune",
+    data_path: files.finetune,
+    output_dir: join(dir, "model"),
+    max_steps: s.finetuneSteps,
+    conv_version: "qwen2_base",
+  });
   const trainS = (performance.now() - t0) / 1000;
 
   // held-out evaluation through the saved folder, as a user would load it
