@@ -8,6 +8,7 @@ import { linearSmall, quantizeInt8 as quantizeTensor } from "../../src/nn/lowp.j
 import { quantizeInt8 } from "../../src/nn/quant.js";
 import * as F from "../../src/torch/functional.js";
 import { noGrad, randn, tensor, tidy } from "../../src/torch/index.js";
+import { diff } from "../helpers.js";
 import { loadCase, modelNames } from "./cases.js";
 
 /** The bound the README states: int8 logits within 5% of the float32 logit scale on the reference models. */
@@ -30,12 +31,7 @@ describe("int8 accuracy on the reference models", () => {
                 .logits.toArray(),
             ),
           );
-        const la = logits(a);
-        const lb = logits(b);
-        const scale = Math.max(...la.map(Math.abs));
-        let err = 0;
-        for (let i = 0; i < la.length; i++) err = Math.max(err, Math.abs((la[i] as number) - (lb[i] as number)));
-        const rel = err / scale;
+        const rel = diff(logits(b), logits(a)).relToScale;
         const ga =
           generate(a.model, [{ inputIds: a.ids, pixelValues: a.pixels }], { maxNewTokens: 16 })[0]?.tokens ?? [];
         const gb =
@@ -118,12 +114,8 @@ test("int8 with bfloat16 activations: prefill and decode run, and stay near floa
         ),
       );
     assert.ok(a.ids.length > 8, "the prompt must exceed the fused kernel's 8 rows");
-    const la = logits(a);
-    const lb = logits(b);
-    const scale = Math.max(...la.map(Math.abs));
-    let err = 0;
-    for (let i = 0; i < la.length; i++) err = Math.max(err, Math.abs((la[i] as number) - (lb[i] as number)));
-    assert.ok(err / scale < 0.05, `bfloat16 int8 logits differ from float32 int8 by ${err / scale} of the scale`);
+    const rel = diff(logits(b), logits(a)).relToScale;
+    assert.ok(rel < 0.05, `bfloat16 int8 logits differ from float32 int8 by ${rel} of the scale`);
     const out = generate(b.model, [{ inputIds: b.ids, pixelValues: b.pixels.to("bfloat16") }], { maxNewTokens: 4 });
     assert.equal(out[0]?.tokens.length, 4);
   } finally {
