@@ -78,7 +78,8 @@ void defineFn(napi_env env, napi_value exports, const char* name, napi_callback 
 void registerCore(napi_env env, napi_value exports);
 void registerOps(napi_env env, napi_value exports);
 void registerOptim(napi_env env, napi_value exports);
-void registerKernels(napi_env env, napi_value exports);  // kernels.cpp: fused decode products
+void registerKernels(napi_env env, napi_value exports);  // kernels.cpp: fused decode products and attention
+void registerFused(napi_env env, napi_value exports);    // fused.cpp: RMSNorm and rotary embeddings for inference
 void registerReference(napi_env env, napi_value exports);  // also aligns kernel choice: call before any op
 void installAllocator();
 void allocatorStats(int64_t* allocated, int64_t* cached, int64_t* peak, int64_t* blocks);

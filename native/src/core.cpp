@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "common.h"
+#include "pool.h"
 
 namespace tl {
 
@@ -691,7 +692,16 @@ TL_FN(setNumThreads) {
   if (n64 < 1 || n64 > 65536) throw JsError("setNumThreads: expected a positive thread count, got " + std::to_string(n64));
   const int n = static_cast<int>(n64);
   at::set_num_threads(n);
+  tl::setPoolThreads(n);
   if (auto f = reinterpret_cast<openblas_set_fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
+  return undef(env);
+  TL_CATCH
+}
+TL_FN(setDecodeThreads) {
+  TL_ARGS(1);
+  TL_TRY const int64_t n64 = I(0);
+  if (n64 < 1 || n64 > 65536) throw JsError("setDecodeThreads: expected a positive thread count, got " + std::to_string(n64));
+  tl::setPoolThreads(static_cast<int>(n64));
   return undef(env);
   TL_CATCH
 }
@@ -789,6 +799,7 @@ void registerCore(napi_env env, napi_value exports) {
   R(isGradEnabled);
   R(gradFn);
   R(setNumThreads);
+  R(setDecodeThreads);
   R(getNumThreads);
   R(blasInfo);
   R(setNumInteropThreads);
@@ -809,6 +820,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   tl::registerOps(env, exports);
   tl::registerOptim(env, exports);
   tl::registerKernels(env, exports);
+  tl::registerFused(env, exports);
   return exports;
 }
 

@@ -11,7 +11,7 @@ import type { TinyLlava } from "../models/tinyllava.js";
 import type { KVCache } from "../nn/kv-cache.js";
 import { noGrad } from "../torch/autograd.js";
 import { cat, Generator as RandomGenerator, tensor, zeros } from "../torch/creation.js";
-import { keep, tidy } from "../torch/memory.js";
+import { emptyCache, keep, tidy } from "../torch/memory.js";
 import type { Tensor } from "../torch/tensor.js";
 import { chooseTokens, processLogits, type ResolvedSampling, resolveSampling, type SamplingOptions } from "./logits.js";
 import { type Decoder, IncrementalDecoder, StopMatcher } from "./text.js";
@@ -162,6 +162,9 @@ export class GenerationRun {
             ),
           )
         : null;
+      // the tower's temporaries are of sizes the language model never asks for: hand them back to the OS rather than
+      // keep them cached through the prefill and decoding (peak RSS 1.29× → 1.22× the weights, bfloat16 0.9B model)
+      if (features) emptyCache();
       const t1 = now();
       this.timings.visionMs += t1 - t0;
       try {
@@ -219,6 +222,8 @@ export class GenerationRun {
           }),
         );
         for (const e of embeds) e.e.dispose();
+        // the same for the prefill's full-length temporaries: decoding needs one position's
+        emptyCache();
         this.timings.prefillMs += now() - t1;
         return { cache, logits, mask };
       } finally {

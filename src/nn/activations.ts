@@ -2,7 +2,12 @@
 import { ConfigError } from "../errors.js";
 import type { Tensor } from "../torch/tensor.js";
 
-export type Activation = (x: Tensor) => Tensor;
+export type Activation = ((x: Tensor) => Tensor) & {
+  /** the fused decode kernels' code for this activation (linearSmallGroup: 1 SiLU, 2 GELU tanh, 3 GELU erf) */
+  kernel?: 1 | 2 | 3;
+};
+
+const fusable = (f: (x: Tensor) => Tensor, kernel: 1 | 2 | 3): Activation => Object.assign(f, { kernel });
 
 function quickGelu(x: Tensor): Tensor {
   const s = x.mul(1.702);
@@ -14,13 +19,13 @@ function quickGelu(x: Tensor): Tensor {
 }
 
 const ACTIVATIONS: Record<string, Activation> = {
-  gelu: (x) => x.gelu("none"),
-  gelu_new: (x) => x.gelu("tanh"),
-  gelu_fast: (x) => x.gelu("tanh"),
-  gelu_pytorch_tanh: (x) => x.gelu("tanh"),
+  gelu: fusable((x) => x.gelu("none"), 3),
+  gelu_new: fusable((x) => x.gelu("tanh"), 2),
+  gelu_fast: fusable((x) => x.gelu("tanh"), 2),
+  gelu_pytorch_tanh: fusable((x) => x.gelu("tanh"), 2),
   quick_gelu: quickGelu,
-  silu: (x) => x.silu(),
-  swish: (x) => x.silu(),
+  silu: fusable((x) => x.silu(), 1),
+  swish: fusable((x) => x.silu(), 1),
   relu: (x) => x.relu(),
   tanh: (x) => x.tanh(),
   sigmoid: (x) => x.sigmoid(),

@@ -3,6 +3,7 @@ import { type CreateOptions, empty, ones, zeros } from "../torch/creation.js";
 import type { DType } from "../torch/dtype.js";
 import * as F from "../torch/functional.js";
 import type { Tensor } from "../torch/tensor.js";
+import type { Activation } from "./activations.js";
 import * as lowp from "./lowp.js";
 import { Module } from "./module.js";
 
@@ -108,6 +109,39 @@ export function linearWith(x: Tensor, weight: Tensor, int8: Int8Weight | null, b
   if (y.dtype === x.dtype) return y;
   const out = y.to(x.dtype);
   y.dispose();
+  return out;
+}
+
+/** Several Linear layers of one input (a layer's q/k/v, an MLP's gate/up): for a few rows (decoding) one pass of the
+ * fused kernel over all their weights; with `act` (two layers of equal width), act(a(x)) · b(x) in one call. Falls back
+ * to each layer's own forward (LoRA adapters, float64, autograd, more rows). */
+export function linearGroup(layers: Linear[], x: Tensor): Tensor[];
+export function linearGroup(layers: [Linear, Linear], x: Tensor, act: Activation): Tensor;
+export function linearGroup(layers: Linear[], x: Tensor, act?: Activation): Tensor | Tensor[] {
+  const first = layers[0];
+  if (
+    first &&
+    x.dtype !== "float64" &&
+    (act === undefined || act.kernel !== undefined) &&
+    layers.every((l) => !l.lora) &&
+    rowsOf(x, first.inFeatures) <= 8
+  ) {
+    const ys = lowp.linearSmallGroup(
+      x,
+      layers.map((l) => ({ w: l.int8 ? l.int8.q : l.weight, scale: l.int8?.scale ?? null, bias: l.bias })),
+      act?.kernel ?? 0,
+    );
+    if (ys) return act ? (ys[0] as Tensor) : ys;
+  }
+  if (!act) return layers.map((l) => l.forward(x));
+  const [a, b] = layers as [Linear, Linear];
+  const g = a.forward(x);
+  const h = act(g);
+  g.dispose();
+  const u = b.forward(x);
+  const out = h.mul(u);
+  h.dispose();
+  u.dispose();
   return out;
 }
 

@@ -76,6 +76,38 @@ export function linearSmall(x: Tensor, w: Tensor, scale: Tensor | null, bias: Te
   return h === undefined ? null : Tensor.wrap(h);
 }
 
+/** Several decode products of one input in one pass (native/src/kernels.cpp): x [..., K] (≤ 8 rows) with each
+ * { w, scale, bias } as linearSmall takes them. act 0: the products; act 1/2/3 (SiLU, GELU tanh, GELU erf; exactly two
+ * weights of equal width): [act(x·w₀ᵀ) · (x·w₁ᵀ)] with the eager ops' roundings. null when the kernel does not cover
+ * the case. */
+export function linearSmallGroup(
+  x: Tensor,
+  specs: { w: Tensor; scale: Tensor | null; bias: Tensor | null }[],
+  act: 0 | 1 | 2 | 3 = 0,
+): Tensor[] | null {
+  const hs = native.linearSmallGroup(
+    x.handle,
+    specs.map((s) => [s.w.handle, s.scale?.handle ?? null, s.bias?.handle ?? null]),
+    act,
+  );
+  return hs === undefined ? null : hs.map((h) => Tensor.wrap(h));
+}
+
+/** softmax(q·kᵀ·scale + mask)·v for a few new queries q [B, H, L ≤ 8, D] against cached k/v [B, KV, S, D] (grouped
+ * heads read their shared key/value head in place; query l sees keys ≤ past + l), in float32 inside
+ * (native/src/kernels.cpp). null when the kernel does not cover the case (float64, autograd, no AVX2). */
+export function attendDecode(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  mask: Tensor | null,
+  scale: number,
+  past: number,
+): Tensor | null {
+  const h = native.attendDecode(q.handle, k.handle, v.handle, mask?.handle ?? null, scale, past);
+  return h === undefined ? null : Tensor.wrap(h);
+}
+
 /** Symmetric per-row int8 quantisation: [q int8 [N, K], scale float32 [N]] with w ≈ q · scale. */
 export function quantizeInt8(w: Tensor): { q: Tensor; scale: Tensor } {
   const [q, scale] = native.quantizeInt8(w.handle);

@@ -8,7 +8,8 @@ import { arange, cat, tensor } from "../torch/creation.js";
 import type { DType } from "../torch/dtype.js";
 import * as F from "../torch/functional.js";
 import { tidy } from "../torch/memory.js";
-import type { Tensor } from "../torch/tensor.js";
+import { native } from "../torch/native.js";
+import { Tensor } from "../torch/tensor.js";
 
 export interface RopeOptions {
   headDim: number;
@@ -86,6 +87,11 @@ export class RotaryEmbedding {
 
   /** Applies the rotation to x [B, H, L, head_dim]. */
   apply(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+    // inference in float32/bfloat16/float16: one fused kernel with the same roundings (native/src/fused.cpp)
+    if (x.dtype !== "float64") {
+      const h = native.ropeFused(x.handle, cos.handle, sin.handle);
+      if (h !== undefined) return Tensor.wrap(h);
+    }
     return tidy(() => {
       const d = this.rotaryDim;
       const full = x.size(-1);

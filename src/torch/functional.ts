@@ -39,6 +39,11 @@ export function layerNorm(
   bias?: Tensor | null,
   eps = 1e-5,
 ): Tensor {
+  // inference in bfloat16/float16 over the last dimension: one fused kernel (libtorch 1.x's is scalar there)
+  if ((x.dtype === "bfloat16" || x.dtype === "float16") && normalizedShape.length === 1) {
+    const y = N.layerNormFused(x.handle, h(weight), h(bias), eps);
+    if (y !== undefined) return Tensor.wrap(y);
+  }
   return new Tensor(N.layerNorm(x.handle, [...normalizedShape], h(weight), h(bias), eps));
 }
 
@@ -52,6 +57,11 @@ export function rmsNorm(
   eps: number,
   opts: { addUnitOffset?: boolean; float32Compute?: boolean } = {},
 ): Tensor {
+  // inference in float32/bfloat16/float16: one fused kernel with the same roundings (native/src/fused.cpp)
+  if (x.dtype !== "float64") {
+    const h = N.rmsNormFused(x.handle, weight?.handle ?? null, eps, opts.addUnitOffset ?? false);
+    if (h !== undefined) return Tensor.wrap(h);
+  }
   const keep = x.dtype === "float32" || (x.dtype === "float64" && !opts.float32Compute);
   const x32 = keep ? x : x.to("float32");
   const computeDtype = x32.dtype;

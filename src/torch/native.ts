@@ -1,6 +1,7 @@
 // Loads the libtorch Node-API addon (native/) and describes its surface. Everything here is one call into C++.
 import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -68,6 +69,12 @@ export interface NativeAddon {
   /** kernels.cpp: y = x·wᵀ·scale + bias for ≤ 8 rows of x; undefined when this CPU/shape is not covered */
   linearSmall(x: H, w: H, scale: H | null, bias: H | null): H | undefined;
   quantizeInt8(w: H): [H, H];
+  linearSmallGroup(x: H, specs: [H, H | null, H | null][], act: number): H[] | undefined;
+  attendDecode(q: H, k: H, v: H, mask: H | null, scale: number, past: number): H | undefined;
+  setDecodeThreads(n: number): void;
+  rmsNormFused(x: H, w: H | null, eps: number, unitOffset: boolean): H | undefined;
+  ropeFused(x: H, cos: H, sin: H): H | undefined;
+  layerNormFused(x: H, w: H | null, b: H | null, eps: number): H | undefined;
   vmlInfo(): { available: boolean; info: string };
   kernelAlignment(): string;
   memStats(): {
@@ -197,6 +204,23 @@ function chooseOmpWaitPolicy(): void {
 chooseCpuCapability();
 chooseOmpWaitPolicy();
 export const native: NativeAddon = createRequire(import.meta.url)(addonPath()) as NativeAddon;
+
+/** Thread count from TINYLLAVA_NUM_THREADS, else every available core. */
+export function defaultNumThreads(): number {
+  const env = process.env.TINYLLAVA_NUM_THREADS;
+  if (env !== undefined && env !== "") {
+    const n = Number(env);
+    if (!Number.isInteger(n) || n < 1) {
+      throw new RangeError(`TINYLLAVA_NUM_THREADS=${env}: expected a positive integer`);
+    }
+    return n;
+  }
+  return availableParallelism();
+}
+
+// libtorch starts with 1 intra-op thread on these machines: set the count as soon as the engine is loaded, whatever
+// module a program imports first (every JS thread that loads the engine runs this).
+native.setNumThreads(defaultNumThreads());
 
 /** Op codes: must match the switches in native/src/ops.cpp. */
 export const U = {

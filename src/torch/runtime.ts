@@ -1,6 +1,6 @@
 // Threads and build facts. libtorch starts with 1 intra-op thread on these machines and OpenBLAS keeps its own
-// count, so both are set explicitly when the engine loads (in every thread that loads it: worker threads too).
-import { availableParallelism } from "node:os";
+// count, so both are set explicitly when the engine loads (native.ts, in every thread that loads it: worker threads
+// too).
 import { native as N } from "./native.js";
 
 /** Sets libtorch's intra-op threads and OpenBLAS's threads for the calling JS thread. */
@@ -13,20 +13,7 @@ export function getNumThreads(): number {
   return N.getNumThreads();
 }
 
-/** Thread count from TINYLLAVA_NUM_THREADS, else every available core. */
-export function defaultNumThreads(): number {
-  const env = process.env.TINYLLAVA_NUM_THREADS;
-  if (env !== undefined && env !== "") {
-    const n = Number(env);
-    if (!Number.isInteger(n) || n < 1) {
-      throw new RangeError(`TINYLLAVA_NUM_THREADS=${env}: expected a positive integer`);
-    }
-    return n;
-  }
-  return availableParallelism();
-}
-
-setNumThreads(defaultNumThreads());
+export { defaultNumThreads } from "./native.js";
 
 export function libtorchVersion(): string {
   return N.version();

@@ -5,7 +5,7 @@
 import type { TextConfig } from "../../config/index.js";
 import { type Activation, getActivation } from "../../nn/activations.js";
 import { KVCache } from "../../nn/kv-cache.js";
-import { Embedding, LayerNorm, Linear, linearWith, RMSNorm } from "../../nn/layers.js";
+import { Embedding, LayerNorm, Linear, linearGroup, linearWith, RMSNorm } from "../../nn/layers.js";
 import * as lowp from "../../nn/lowp.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { runLayers } from "../../nn/recompute.js";
@@ -114,9 +114,10 @@ export class Attention extends Module {
   forward(x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | null, cache: LayerCache | null = null): Tensor {
     const [B, L] = x.shape as [number, number];
     const { numHeads: H, numKvHeads: KV, headDim: D } = this.o;
-    let q = this.qProj.forward(x).view(B, L, H, D);
-    let k = this.kProj.forward(x).view(B, L, KV, D);
-    let v = this.vProj.forward(x).view(B, L, KV, D).transpose(1, 2);
+    const [qp, kp, vp] = linearGroup([this.qProj, this.kProj, this.vProj], x) as [Tensor, Tensor, Tensor];
+    let q = qp.view(B, L, H, D);
+    let k = kp.view(B, L, KV, D);
+    let v = vp.view(B, L, KV, D).transpose(1, 2);
     if (this.qNorm && this.kNorm) {
       q = this.qNorm.forward(q);
       k = this.kNorm.forward(k);
@@ -125,6 +126,11 @@ export class Attention extends Module {
     k = this.o.rope.apply(k.transpose(1, 2), cos, sin);
     if (cache) [k, v] = cache.kv.update(cache.layer, k, v);
     const S = k.size(2);
+    if (cache && L <= 8) {
+      // a few new tokens against the cache: the fused decode attention (native/src/kernels.cpp)
+      const fused = lowp.attendDecode(q, k, v, mask, 1 / Math.sqrt(D), S - L);
+      if (fused) return this.oProj.forward(fused.transpose(1, 2).reshape(B, L, H * D));
+    }
     // grouped-query attention without repeating K/V: the G = H/KV query heads that share a key/value head are
     // stacked along the query axis ([B, KV, G·L, D]), so each K/V head is read in place (head h uses kv h // G, as
     // repeat_interleave would)
@@ -176,7 +182,7 @@ export class GatedMLP extends Module {
     this.down = this.registerModule("down_proj", new Linear(inter, hidden, { dtype, bias }));
   }
   forward(x: Tensor): Tensor {
-    return this.down.forward(this.act(this.gate.forward(x)).mul(this.up.forward(x)));
+    return this.down.forward(linearGroup([this.gate, this.up], x, this.act));
   }
 }
 
