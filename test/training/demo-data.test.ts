@@ -242,7 +242,7 @@ describe("demo captions and questions", () => {
     }
     for (const r of fin) {
       assert.match(r.image!, /^train_\d{5}\.png$/);
-      assert.equal(r.conversations.length, 8, "four question rounds");
+      assert.equal(r.conversations.length, 12, "six question rounds");
       assert.ok(r.conversations[0]!.value.startsWith("<image>\n"));
     }
     for (const r of ev) assert.match(r.image!, /^eval_\d{5}\.png$/);
@@ -297,6 +297,28 @@ describe("demo captions and questions", () => {
       assert.doesNotMatch(c, /\ba [aeiou]/i);
       assert.match(c, /^[A-Z].*\.$/);
     }
+  });
+
+  test("training pictures are mostly multi-shape (singleShapeShare); held-out ones keep 1–3 shapes uniformly", () => {
+    const count = (data: ReturnType<typeof buildDemoData>, split: string) => {
+      const c = [0, 0, 0, 0];
+      for (const i of data.images) if (i.split === split) c[i.scene.objects.length]!++;
+      return c;
+    };
+    const data = buildDemoData({ trainImages: 3000, evalImages: 1500, seed: 3 });
+    const tr = count(data, "train");
+    const ev = count(data, "eval");
+    assert.ok(Math.abs(tr[1]! / 3000 - 0.1) < 0.02, `single-shape share ${tr[1]! / 3000}`);
+    assert.ok(Math.abs(tr[2]! - tr[3]!) < 150, `2 vs 3 shapes: ${tr}`);
+    for (const k of [1, 2, 3]) assert.ok(Math.abs(ev[k]! / 1500 - 1 / 3) < 0.04, `held-out ${ev}`);
+    // null: training pictures drawn like held-out ones; 0: none single-shape
+    const uni = count(buildDemoData({ trainImages: 1500, evalImages: 0, seed: 3, singleShapeShare: null }), "train");
+    for (const k of [1, 2, 3]) assert.ok(Math.abs(uni[k]! / 1500 - 1 / 3) < 0.04, `uniform ${uni}`);
+    assert.equal(
+      count(buildDemoData({ trainImages: 500, evalImages: 0, seed: 3, singleShapeShare: 0 }), "train")[1],
+      0,
+    );
+    assert.throws(() => buildDemoData({ singleShapeShare: 1.5 }), /singleShapeShare must be in \[0, 1\]/);
   });
 
   test("train and eval pictures are disjoint", () => {

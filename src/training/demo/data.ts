@@ -23,6 +23,7 @@ import {
   type Scene,
   type SceneOptions,
   sceneKey,
+  uniform,
 } from "./shapes.js";
 
 export interface DemoDataOptions extends SceneOptions {
@@ -31,8 +32,13 @@ export interface DemoDataOptions extends SceneOptions {
   /** held-out images (each gives one question per type; default 200) */
   evalImages?: number;
   seed?: number;
-  /** question/answer rounds per finetune record (default 4: one per question type) */
+  /** question/answer rounds per finetune record (default 6: one per question type first, then further ones) */
   turnsPerSample?: number;
+  /** the share of training pictures with a single shape (default 0.1; the others hold 2..maxShapes shapes, uniformly).
+   * Held-out pictures keep minShapes..maxShapes uniformly. A single-shape picture teaches little (every question about
+   * it is answered by whatever shape is there), so most training pictures hold several shapes, which forces the model
+   * to pick the object a question names; see DEMO_DATA_DEFAULTS for the measured effect. null: uniform as held-out. */
+  singleShapeShare?: number | null;
 }
 
 export interface ResolvedDemoDataOptions extends ResolvedSceneOptions {
@@ -40,6 +46,7 @@ export interface ResolvedDemoDataOptions extends ResolvedSceneOptions {
   evalImages: number;
   seed: number;
   turnsPerSample: number;
+  singleShapeShare: number | null;
 }
 
 export interface DemoImage {
@@ -86,8 +93,11 @@ export function resolveDemoDataOptions(o: DemoDataOptions = {}): ResolvedDemoDat
     trainImages: o.trainImages ?? 4000,
     evalImages: o.evalImages ?? 200,
     seed: o.seed ?? 0,
-    turnsPerSample: o.turnsPerSample ?? 4,
+    turnsPerSample: o.turnsPerSample ?? DEMO_DATA_DEFAULTS.turnsPerSample,
+    singleShapeShare: o.singleShapeShare === undefined ? DEMO_DATA_DEFAULTS.singleShapeShare : o.singleShapeShare,
   };
+  if (r.singleShapeShare !== null && !(r.singleShapeShare >= 0 && r.singleShapeShare <= 1))
+    throw new RangeError(`demo data: singleShapeShare must be in [0, 1] or null, got ${r.singleShapeShare}`);
   for (const k of ["trainImages", "evalImages", "turnsPerSample"] as const)
     if (!Number.isInteger(r[k]) || r[k] < (k === "evalImages" ? 0 : 1))
       throw new RangeError(`demo data: ${k} must be a positive integer, got ${r[k]}`);
@@ -96,7 +106,18 @@ export function resolveDemoDataOptions(o: DemoDataOptions = {}): ResolvedDemoDat
   return r;
 }
 
+/** Measured on the 2-core machine (6,000 pictures, 400 + 1,500 steps, held-out accuracy over 1–3 shape pictures):
+ * four rounds per record with shape counts uniform over 1–3 gave 75.4%; six rounds with 1 in 10 training pictures
+ * single-shape gave 80.1% (3-shape pictures 59% → 70%); eight rounds and no single-shape pictures gave 73.1%. */
+export const DEMO_DATA_DEFAULTS = { turnsPerSample: 6, singleShapeShare: 0.1 } as const;
+
 const pad5 = (i: number) => String(i).padStart(5, "0");
+
+/** The scene options of training picture `rng`'s scene: one shape with probability singleShapeShare, else 2..max. */
+function trainSceneOptions(o: ResolvedDemoDataOptions, rng: Rng): ResolvedSceneOptions {
+  if (o.singleShapeShare === null || o.minShapes > 1 || o.maxShapes === 1) return o;
+  return uniform(rng) < o.singleShapeShare ? { ...o, maxShapes: 1 } : { ...o, minShapes: 2 };
+}
 
 /** Builds the whole dataset in memory (scenes, captions, questions); nothing is rendered or written. */
 export function buildDemoData(opts: DemoDataOptions = {}): DemoData {
@@ -107,7 +128,7 @@ export function buildDemoData(opts: DemoDataOptions = {}): DemoData {
   const trainKeys = new Set<string>();
   for (let i = 0; i < o.trainImages; i++) {
     const rng = Rng.fromSeed(o.seed, 2 * i);
-    const scene = randomScene(rng, o);
+    const scene = randomScene(rng, trainSceneOptions(o, rng));
     const file = `train_${pad5(i)}.png`;
     const id = `train_${pad5(i)}`;
     images.push({ file, split: "train", scene });
