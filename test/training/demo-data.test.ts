@@ -103,6 +103,19 @@ function candidates(scene: Scene, question: string): string[] {
   return assert.fail(`the solver does not know the question "${question}"`);
 }
 
+/** The sentence reply to a question whose answer is `fact`, written out independently of language.ts. */
+function expectedReply(question: string, fact: string): string {
+  const phrase = (w: string) => Object.entries(PLACE_WORDS).find(([, p]) => p === w)?.[0] ?? assert.fail(w);
+  const an = (w: string) => (/^[aeiou]/.test(w) ? "an" : "a");
+  let m: RegExpMatchArray | null;
+  if (/^How many shapes/.test(question)) return fact === "1" ? "There is 1 shape." : `There are ${fact} shapes.`;
+  if ((m = question.match(/^Where is the (\w+ \w+)\?$/))) return `The ${m[1]} is ${phrase(fact)}.`;
+  if ((m = question.match(/^What color is the (.+)\?$/))) return `The ${m[1]} is ${fact}.`;
+  if ((m = question.match(/^What shape is the (\w+ object)\?$/))) return `The ${m[1]} is ${an(fact)} ${fact}.`;
+  if ((m = question.match(/^What shape is (.+)\?$/))) return `The shape ${m[1]} is ${an(fact)} ${fact}.`;
+  return assert.fail(`no reply form for "${question}"`);
+}
+
 function sceneOf(data: DemoData, image: string | undefined): Scene {
   const img = data.images.find((i) => i.file === image);
   assert.ok(img, `no scene for image ${image}`);
@@ -242,7 +255,7 @@ describe("demo captions and questions", () => {
     }
     for (const r of fin) {
       assert.match(r.image!, /^train_\d{5}\.png$/);
-      assert.equal(r.conversations.length, 12, "six question rounds");
+      assert.equal(r.conversations.length, 8, "four question rounds");
       assert.ok(r.conversations[0]!.value.startsWith("<image>\n"));
     }
     for (const r of ev) assert.match(r.image!, /^eval_\d{5}\.png$/);
@@ -257,28 +270,41 @@ describe("demo captions and questions", () => {
     assert.equal(manifest.options.seed, SMALL.seed);
   });
 
-  test("every question has exactly one right answer, and it is the gold one", () => {
-    const data = buildDemoData({ trainImages: 300, evalImages: 100, seed: 5 });
-    let n = 0;
-    const types = new Map<string, number>();
-    for (const r of [...data.finetune, ...data.eval]) {
-      const scene = sceneOf(data, r.image);
-      const pairs = qaPairs(r);
-      assert.equal(new Set(pairs.map((p) => p.q)).size, pairs.length, `${r.id}: a question is repeated`);
-      for (const { q, a } of pairs) {
-        assert.deepEqual(candidates(scene, q), [a], `${r.id}: "${q}" in ${sceneKey(scene)}`);
-        n++;
+  for (const style of ["sentence", "word"] as const)
+    test(`every question has exactly one right answer, and it is the gold one (${style} answers)`, () => {
+      const data = buildDemoData({ trainImages: 300, evalImages: 100, seed: 5, answerStyle: style });
+      const reply = (q: string, fact: string) => (style === "word" ? fact : expectedReply(q, fact));
+      let n = 0;
+      const types = new Map<string, number>();
+      for (const r of [...data.finetune, ...data.eval]) {
+        const scene = sceneOf(data, r.image);
+        const pairs = qaPairs(r);
+        assert.equal(new Set(pairs.map((p) => p.q)).size, pairs.length, `${r.id}: a question is repeated`);
+        for (const { q, a } of pairs) {
+          const facts = candidates(scene, q);
+          assert.equal(facts.length, 1, `${r.id}: "${q}" in ${sceneKey(scene)}`);
+          assert.equal(a, reply(q, facts[0]!), `${r.id}: "${q}" in ${sceneKey(scene)}`);
+          n++;
+        }
       }
-    }
-    for (const q of data.evalAnswers) {
-      assert.deepEqual(candidates(sceneOf(data, q.image), q.question), [q.answer]);
-      types.set(q.type, (types.get(q.type) ?? 0) + 1);
-    }
-    assert.ok(n > 1500);
-    // one question of each type per eval image
-    assert.deepEqual(Object.fromEntries(types), { color: 100, shape: 100, count: 100, position: 100 });
-    // answers are single lowercase words or digits
-    for (const q of data.evalAnswers) assert.match(q.answer, /^([a-z]+|[1-3])$/);
+      for (const q of data.evalAnswers) {
+        assert.deepEqual(candidates(sceneOf(data, q.image), q.question), [q.fact]);
+        assert.equal(q.answer, reply(q.question, q.fact));
+        types.set(q.type, (types.get(q.type) ?? 0) + 1);
+      }
+      assert.ok(n > 1500);
+      // one question of each type per eval image
+      assert.deepEqual(Object.fromEntries(types), { color: 100, shape: 100, count: 100, position: 100 });
+      // the facts are single lowercase words or digits
+      for (const q of data.evalAnswers) assert.match(q.fact, /^([a-z]+|[1-3])$/);
+    });
+
+  test("the default answer style is a sentence, and a bad one is refused", () => {
+    assert.equal(buildDemoData({ trainImages: 2, evalImages: 0 }).options.answerStyle, "sentence");
+    assert.throws(
+      () => buildDemoData({ trainImages: 2, answerStyle: "essay" as never }),
+      /answerStyle must be "word" or "sentence", got "essay"/,
+    );
   });
 
   test("captions name every shape with its colour and place, with the right article", () => {
@@ -297,6 +323,30 @@ describe("demo captions and questions", () => {
       assert.doesNotMatch(c, /\ba [aeiou]/i);
       assert.match(c, /^[A-Z].*\.$/);
     }
+  });
+
+  test("grid captions scan the five places in reading order, naming each shape or nothing", () => {
+    const rng = Rng.fromSeed(4);
+    const order = ["at the top", "on the left", "in the center", "on the right", "at the bottom"];
+    for (let i = 0; i < 200; i++) {
+      const s = randomScene(rng);
+      const c = sceneCaption(s, rng, 1);
+      const parts = c.split(/(?<=\.) /);
+      assert.equal(parts.length, 5, c);
+      parts.forEach((part, k) => {
+        const o = s.objects.find((x) => x.position === PLACE_WORDS[order[k]!]);
+        const what = o ? `${/^[aeiou]/.test(o.color) ? "an" : "a"} ${o.color} ${o.shape}` : "nothing";
+        assert.equal(part.toLowerCase(), `${order[k]}: ${what}.`, c);
+        assert.match(part, /^[A-Z]/);
+      });
+    }
+    // the data's captions: about gridCaptionShare of them are scans, every one still names every shape
+    const data = buildDemoData({ trainImages: 1000, evalImages: 0, seed: 2 });
+    const scans = data.pretrain.filter((r) => r.conversations[1]!.value.startsWith("At the top: ")).length;
+    assert.ok(Math.abs(scans / 1000 - 0.5) < 0.06, `${scans} scans of 1000`);
+    const none = buildDemoData({ trainImages: 300, evalImages: 0, seed: 2, gridCaptionShare: 0 });
+    assert.equal(none.pretrain.filter((r) => r.conversations[1]!.value.includes(": nothing")).length, 0);
+    assert.throws(() => buildDemoData({ gridCaptionShare: 2 }), /gridCaptionShare must be in \[0, 1\], got 2/);
   });
 
   test("training pictures are mostly multi-shape (singleShapeShare); held-out ones keep 1–3 shapes uniformly", () => {
@@ -557,10 +607,24 @@ describe("demo model", () => {
 
 describe("demo evaluator", () => {
   const qs: EvalQuestion[] = [
-    { question_id: "a", image: "x.png", type: "color", question: "What color is the circle?", answer: "red" },
-    { question_id: "b", image: "x.png", type: "count", question: "How many shapes are there?", answer: "3" },
-    { question_id: "c", image: "y.png", type: "count", question: "How many shapes are there?", answer: "1" },
-    { question_id: "d", image: "y.png", type: "position", question: "Where is the red circle?", answer: "left" },
+    {
+      question_id: "a",
+      image: "x.png",
+      type: "color",
+      question: "What color is the circle?",
+      answer: "red",
+      fact: "red",
+    },
+    { question_id: "b", image: "x.png", type: "count", question: "How many shapes are there?", answer: "3", fact: "3" },
+    { question_id: "c", image: "y.png", type: "count", question: "How many shapes are there?", answer: "1", fact: "1" },
+    {
+      question_id: "d",
+      image: "y.png",
+      type: "position",
+      question: "Where is the red circle?",
+      answer: "The red circle is on the left.",
+      fact: "left",
+    },
   ];
 
   test("normalisation: case, punctuation, spaces, articles and number words", () => {
@@ -589,6 +653,11 @@ describe("demo evaluator", () => {
       r.results.map((x) => x.correct),
       [true, true, false, false],
     );
+    // a sentence gold needs the whole sentence (up to case, punctuation and articles), not just the fact
+    const d = [qs[3]!];
+    assert.equal(scoreAnswers(d, ["the red circle is on the left"]).correct, 1);
+    assert.equal(scoreAnswers(d, ["The red circle is at the top."]).correct, 0);
+    assert.equal(scoreAnswers(d, ["left"]).correct, 0);
     assert.throws(() => scoreAnswers(qs, ["red"]), /1 predictions for 4 questions/);
     assert.equal(scoreAnswers([], []).accuracy, 0);
   });

@@ -4,7 +4,7 @@
 // never repeat a (colour, shape) pair and hold one shape per position, so "the red circle" and "the shape on the
 // left" always name one object).
 import type { Rng } from "../data/sampler.js";
-import { type PositionName, pick, type Scene, type SceneObject } from "./shapes.js";
+import { POSITION_NAMES, type PositionName, pick, type Scene, type SceneObject, uniform } from "./shapes.js";
 
 export const QUESTION_TYPES = ["color", "shape", "count", "position"] as const;
 export type QuestionType = (typeof QUESTION_TYPES)[number];
@@ -14,6 +14,9 @@ export interface QuestionAnswer {
   question: string;
   /** one lowercase word: a colour, a shape, a position, or a count in digits */
   answer: string;
+  /** the answer as a sentence that first restates what the question asks about, e.g. "The shape on the left is red."
+   * (the `sentence` answer style) */
+  reply: string;
 }
 
 /** How captions and questions refer to a position. */
@@ -46,9 +49,17 @@ function describe(o: SceneObject): string {
   return `${article(o.color)} ${o.color} ${o.shape} ${PLACE_PHRASE[o.position]}`;
 }
 
-/** A caption naming every shape with its colour and place (objects in random order, one of three phrasings), e.g.
- * "A red circle on the left and a blue square at the top." or "There are two shapes: …". */
-export function sceneCaption(scene: Scene, rng: Rng): string {
+/** A caption naming every shape with its colour and place. With probability `gridShare` it goes through the five
+ * places in reading order, naming what each holds ("At the top: a red circle. On the left: nothing. …"); otherwise
+ * it lists the shapes in random order, in one of three phrasings ("A red circle on the left and a blue square at the
+ * top.", "There are two shapes: …", "Two shapes: …"). The list asks the model for each shape's place (where-questions),
+ * the scan for each place's shape (questions keyed by place); see DEMO_DATA_DEFAULTS for what the scan did. */
+export function sceneCaption(scene: Scene, rng: Rng, gridShare = 0): string {
+  if (gridShare > 0 && uniform(rng) < gridShare)
+    return POSITION_NAMES.map((p) => {
+      const o = scene.objects.find((x) => x.position === p);
+      return `${capitalise(PLACE_PHRASE[p])}: ${o ? `${article(o.color)} ${o.color} ${o.shape}` : "nothing"}.`;
+    }).join(" ");
   const n = scene.objects.length;
   const order = rng.permutation(n);
   const list = joinList(order.map((i) => describe(scene.objects[i] as SceneObject)));
@@ -67,18 +78,45 @@ export function sceneCaption(scene: Scene, rng: Rng): string {
 export function sceneQuestions(scene: Scene): QuestionAnswer[] {
   const objs = scene.objects;
   const out: QuestionAnswer[] = [];
-  const n = String(objs.length);
-  out.push({ type: "count", question: "How many shapes are there?", answer: n });
-  out.push({ type: "count", question: "How many shapes are in the picture?", answer: n });
+  const n = objs.length;
+  const countReply = n === 1 ? "There is 1 shape." : `There are ${n} shapes.`;
+  out.push({ type: "count", question: "How many shapes are there?", answer: String(n), reply: countReply });
+  out.push({ type: "count", question: "How many shapes are in the picture?", answer: String(n), reply: countReply });
   for (const o of objs) {
     const place = PLACE_PHRASE[o.position];
-    out.push({ type: "position", question: `Where is the ${o.color} ${o.shape}?`, answer: o.position });
-    out.push({ type: "color", question: `What color is the shape ${place}?`, answer: o.color });
-    out.push({ type: "shape", question: `What shape is ${place}?`, answer: o.shape });
+    const a = article(o.shape);
+    out.push({
+      type: "position",
+      question: `Where is the ${o.color} ${o.shape}?`,
+      answer: o.position,
+      reply: `The ${o.color} ${o.shape} is ${place}.`,
+    });
+    out.push({
+      type: "color",
+      question: `What color is the shape ${place}?`,
+      answer: o.color,
+      reply: `The shape ${place} is ${o.color}.`,
+    });
+    out.push({
+      type: "shape",
+      question: `What shape is ${place}?`,
+      answer: o.shape,
+      reply: `The shape ${place} is ${a} ${o.shape}.`,
+    });
     if (objs.filter((p) => p.shape === o.shape).length === 1)
-      out.push({ type: "color", question: `What color is the ${o.shape}?`, answer: o.color });
+      out.push({
+        type: "color",
+        question: `What color is the ${o.shape}?`,
+        answer: o.color,
+        reply: `The ${o.shape} is ${o.color}.`,
+      });
     if (objs.filter((p) => p.color === o.color).length === 1)
-      out.push({ type: "shape", question: `What shape is the ${o.color} object?`, answer: o.shape });
+      out.push({
+        type: "shape",
+        question: `What shape is the ${o.color} object?`,
+        answer: o.shape,
+        reply: `The ${o.color} object is ${a} ${o.shape}.`,
+      });
   }
   return out;
 }
