@@ -75,5 +75,8 @@ export function parameterGroups(model: TinyLlava, a: TrainingArguments): NamedGr
     g.names.push(name);
     g.params.push(p as Tensor);
   }
-  return [...buckets.values()];
+  // Factory's order (the LLM's groups first, then the connector's and the tower's), so that group 0, whose rate the
+  // progress and metrics report as HF's Trainer does, is at learning_rate
+  const rank = (g: NamedGroup) => ["model", "connector", "vision_tower"].indexOf(g.name.split(":")[0] as string);
+  return [...buckets.values()].sort((x, y) => rank(x) - rank(y));
 }

@@ -40,6 +40,7 @@ import {
   evaluate,
   evaluateBatched,
   initDemoWeights,
+  isPlaceScan,
   normalizeAnswer,
   POSITIONS,
   type PreparedDemo,
@@ -406,11 +407,14 @@ describe("demo tokenizer", () => {
   test("round-trips every string of the dataset and of its prompts exactly, each corpus word one token", () => {
     const tok = demo.tokenizer;
     const data = demo.data;
+    // the captions include place scans (isPlaceScan), whose words are learned too
+    assert.ok(data.pretrain.some((r) => isPlaceScan(r.conversations[1]!.value)));
     const corpus = demoCorpus([
       { records: data.pretrain, template: "pretrain" },
       { records: data.finetune, template: "qwen2_base" },
       { records: data.eval, template: "qwen2_base" },
     ]);
+    assert.deepEqual(tok.tokens(" nothing"), ["Ġnothing"]);
     for (const s of [...demoTexts(data), ...corpus]) {
       const ids = tok.encode(s);
       assert.equal(tok.decode(ids, { skipSpecialTokens: false }), s, JSON.stringify(s));

@@ -54,6 +54,11 @@ function describe(o: SceneObject): string {
  * it lists the shapes in random order, in one of three phrasings ("A red circle on the left and a blue square at the
  * top.", "There are two shapes: …", "Two shapes: …"). The list asks the model for each shape's place (where-questions),
  * the scan for each place's shape (questions keyed by place); see DEMO_DATA_DEFAULTS for what the scan did. */
+/** Is the caption a scan of the five places (sceneCaption's reading-order form)? */
+export function isPlaceScan(caption: string): boolean {
+  return caption.startsWith(`${capitalise(PLACE_PHRASE[POSITION_NAMES[0] as PositionName])}: `);
+}
+
 export function sceneCaption(scene: Scene, rng: Rng, gridShare = 0): string {
   if (gridShare > 0 && uniform(rng) < gridShare)
     return POSITION_NAMES.map((p) => {
