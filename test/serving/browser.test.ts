@@ -135,7 +135,12 @@ describe("the chat page", () => {
     const first = await answerText(page, 0);
     const seen = await page.evaluate(() => window.seen);
     assert.ok(first && first.length > 0, "an answer is shown");
-    assert.ok(seen.length >= 2, `the answer arrived in pieces: ${JSON.stringify(seen)}`);
+    // streamed: the page showed part of the answer before all of it (the last pieces may come in the same read as
+    // the end of the stream, so how many partial states the observer sees depends on the machine's load)
+    assert.ok(
+      seen.some((t) => t.length < first.length),
+      `the answer arrived in pieces: ${JSON.stringify(seen)} before ${JSON.stringify(first)}`,
+    );
     for (const t of seen) assert.ok(first.startsWith(t), "each piece is a prefix of the answer");
 
     const url = dataUrl(imageBytes("shapes_64x64.png"));
