@@ -45,8 +45,13 @@ export function article(word: string): string {
   return /^[aeiou]/i.test(word) ? "an" : "a";
 }
 
+/** "a red circle", "an orange square" */
+function named(o: SceneObject): string {
+  return `${article(o.color)} ${o.color} ${o.shape}`;
+}
+
 function describe(o: SceneObject): string {
-  return `${article(o.color)} ${o.color} ${o.shape} ${PLACE_PHRASE[o.position]}`;
+  return `${named(o)} ${PLACE_PHRASE[o.position]}`;
 }
 
 /** A caption naming every shape with its colour and place. With probability `gridShare` it goes through the five
@@ -54,16 +59,11 @@ function describe(o: SceneObject): string {
  * it lists the shapes in random order, in one of three phrasings ("A red circle on the left and a blue square at the
  * top.", "There are two shapes: …", "Two shapes: …"). The list asks the model for each shape's place (where-questions),
  * the scan for each place's shape (questions keyed by place); see DEMO_DATA_DEFAULTS for what the scan did. */
-/** Is the caption a scan of the five places (sceneCaption's reading-order form)? */
-export function isPlaceScan(caption: string): boolean {
-  return caption.startsWith(`${capitalise(PLACE_PHRASE[POSITION_NAMES[0] as PositionName])}: `);
-}
-
 export function sceneCaption(scene: Scene, rng: Rng, gridShare = 0): string {
   if (gridShare > 0 && uniform(rng) < gridShare)
     return POSITION_NAMES.map((p) => {
       const o = scene.objects.find((x) => x.position === p);
-      return `${capitalise(PLACE_PHRASE[p])}: ${o ? `${article(o.color)} ${o.color} ${o.shape}` : "nothing"}.`;
+      return `${capitalise(PLACE_PHRASE[p])}: ${o ? named(o) : "nothing"}.`;
     }).join(" ");
   const n = scene.objects.length;
   const order = rng.permutation(n);
