@@ -8,7 +8,8 @@
 // footprint stays within a quarter of the program's own peak (blocks of one size class cannot serve another, so some
 // slack is what lets a loop whose phases use different sizes run from the cache) instead of growing by a cache of
 // stale sizes; within that, everything freed is kept (up to TINYLLAVA_ALLOC_CACHE_MB, default half the machine's
-// memory; TINYLLAVA_ALLOC_SLACK sets the 25%, "off" never evicts). Why: with a fixed 2 GB cap, a real-shape training
+// memory; TINYLLAVA_ALLOC_SLACK sets the 25%, "off" never evicts; the slack is at least TINYLLAVA_ALLOC_SLACK_MIN_MB,
+// default 512). Why: with a fixed 2 GB cap, a real-shape training
 // step (Qwen2-0.5B + SigLIP) freed more than 2 GB of activations in its backward pass, so the optimiser's and the next
 // step's large temporaries were mmapped and page-faulted afresh every step: 32 s/step instead of 22 s.
 #include <c10/core/CPUAllocator.h>
@@ -70,6 +71,8 @@ struct CachingCpuAllocator final : public c10::Allocator {
       const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
       cacheLimit = pages > 0 && page > 0 ? int64_t(pages) * page / 2 : int64_t(2048) << 20;
     }
+    if (const char* f = std::getenv("TINYLLAVA_ALLOC_SLACK_MIN_MB"))
+      slackFloor = std::max<int64_t>(0, std::atoll(f)) * (int64_t(1) << 20);
     if (const char* sl = std::getenv("TINYLLAVA_ALLOC_SLACK")) {
       if (std::string(sl) == "off")
         evict = false;
@@ -80,7 +83,12 @@ struct CachingCpuAllocator final : public c10::Allocator {
 
   int64_t slackPercent = 25;  // TINYLLAVA_ALLOC_SLACK (percent of the live peak; "off": never evict, as a plain cap)
   bool evict = true;
-  int64_t footprintCap() const { return peak + peak * slackPercent / 100; }
+  // TINYLLAVA_ALLOC_SLACK_MIN_MB: the slack is never less than this (default 512 MB). Why: a small model trained on
+  // samples of varying lengths needs blocks of other size classes every step; with 25% of its ~400 MB peak as the
+  // only slack, each step evicted and re-mmapped most of the cache (the demo's finetune: 20,000 page faults and
+  // ~2× the time per step).
+  int64_t slackFloor = int64_t(512) << 20;
+  int64_t footprintCap() const { return peak + std::max(peak * slackPercent / 100, slackFloor); }
 
   // Frees the least recently freed cached blocks of classes other than `keep` until live + cached + need fits the
   // footprint cap (or nothing else is cached). Called with mu held; the blocks are unmapped outside the lock.
