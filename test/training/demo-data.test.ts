@@ -116,6 +116,15 @@ function expectedReply(question: string, fact: string): string {
   return assert.fail(`no reply form for "${question}"`);
 }
 
+/** The `object` style's reply: questions keyed by place are answered with the whole object there ("The shape on the
+ * left is a red circle."), the others as the sentence style. */
+function expectedObjectReply(scene: Scene, question: string, fact: string): string {
+  const m = question.match(/^What (?:color is the shape|shape is) ((?:at|on|in) the \w+)\?$/);
+  if (!m) return expectedReply(question, fact);
+  const o = scene.objects.find((x) => x.position === PLACE_WORDS[m[1]!]) ?? assert.fail(`nothing ${m[1]}`);
+  return `The shape ${m[1]} is ${/^[aeiou]/.test(o.color) ? "an" : "a"} ${o.color} ${o.shape}.`;
+}
+
 function sceneOf(data: DemoData, image: string | undefined): Scene {
   const img = data.images.find((i) => i.file === image);
   assert.ok(img, `no scene for image ${image}`);
@@ -270,14 +279,16 @@ describe("demo captions and questions", () => {
     assert.equal(manifest.options.seed, SMALL.seed);
   });
 
-  for (const style of ["sentence", "word"] as const)
+  for (const style of ["sentence", "object", "word"] as const)
     test(`every question has exactly one right answer, and it is the gold one (${style} answers)`, () => {
       const data = buildDemoData({ trainImages: 300, evalImages: 100, seed: 5, answerStyle: style });
-      const reply = (q: string, fact: string) => (style === "word" ? fact : expectedReply(q, fact));
+      let scene: Scene;
+      const reply = (q: string, fact: string) =>
+        style === "word" ? fact : style === "object" ? expectedObjectReply(scene, q, fact) : expectedReply(q, fact);
       let n = 0;
       const types = new Map<string, number>();
       for (const r of [...data.finetune, ...data.eval]) {
-        const scene = sceneOf(data, r.image);
+        scene = sceneOf(data, r.image);
         const pairs = qaPairs(r);
         assert.equal(new Set(pairs.map((p) => p.q)).size, pairs.length, `${r.id}: a question is repeated`);
         for (const { q, a } of pairs) {
@@ -288,7 +299,8 @@ describe("demo captions and questions", () => {
         }
       }
       for (const q of data.evalAnswers) {
-        assert.deepEqual(candidates(sceneOf(data, q.image), q.question), [q.fact]);
+        scene = sceneOf(data, q.image);
+        assert.deepEqual(candidates(scene, q.question), [q.fact]);
         assert.equal(q.answer, reply(q.question, q.fact));
         types.set(q.type, (types.get(q.type) ?? 0) + 1);
       }
@@ -299,11 +311,11 @@ describe("demo captions and questions", () => {
       for (const q of data.evalAnswers) assert.match(q.fact, /^([a-z]+|[1-3])$/);
     });
 
-  test("the default answer style is a sentence, and a bad one is refused", () => {
-    assert.equal(buildDemoData({ trainImages: 2, evalImages: 0 }).options.answerStyle, "sentence");
+  test("the default answer style names the whole object for place questions, and a bad one is refused", () => {
+    assert.equal(buildDemoData({ trainImages: 2, evalImages: 0 }).options.answerStyle, "object");
     assert.throws(
       () => buildDemoData({ trainImages: 2, answerStyle: "essay" as never }),
-      /answerStyle must be "word" or "sentence", got "essay"/,
+      /answerStyle must be one of "word", "sentence", "object", got "essay"/,
     );
   });
 
@@ -347,6 +359,62 @@ describe("demo captions and questions", () => {
     const none = buildDemoData({ trainImages: 300, evalImages: 0, seed: 2, gridCaptionShare: 0 });
     assert.equal(none.pretrain.filter((r) => r.conversations[1]!.value.includes(": nothing")).length, 0);
     assert.throws(() => buildDemoData({ gridCaptionShare: 2 }), /gridCaptionShare must be in \[0, 1\], got 2/);
+  });
+
+  test("training rounds follow questionWeights; null gives one question per type first; bad weights are refused", () => {
+    const formOf = (q: string) =>
+      /^How many/.test(q)
+        ? "count"
+        : /^Where is/.test(q)
+          ? "where"
+          : /^What color is the shape /.test(q)
+            ? "colorOfPlace"
+            : /^What color is the /.test(q)
+              ? "colorOfShape"
+              : / object\?$/.test(q)
+                ? "shapeOfColor"
+                : "shapeOfPlace";
+    const forms = (data: DemoData) => data.finetune.map((r) => qaPairs(r).map((p) => formOf(p.q)));
+    // only where-questions weigh anything: every object's where-question comes before any other question
+    const onlyWhere = buildDemoData({ trainImages: 400, evalImages: 0, seed: 6, questionWeights: { where: 1 } });
+    forms(onlyWhere).forEach((fs, i) => {
+      const n = onlyWhere.images[i]!.scene.objects.length;
+      const w = Math.min(n, 4);
+      assert.deepEqual(fs.slice(0, w), new Array(w).fill("where"), `record ${i} (${n} shapes): ${fs}`);
+      assert.ok(!fs.slice(w).includes("where"), `record ${i}: ${fs}`);
+    });
+    // the default weights: most rounds ask what needs the place bound to its object
+    const weighted = forms(buildDemoData({ trainImages: 2000, evalImages: 0, seed: 6 })).flat();
+    const share = (fs: string[], set: string[]) => fs.filter((f) => set.includes(f)).length / fs.length;
+    const bound = ["where", "colorOfPlace", "shapeOfPlace"];
+    assert.ok(share(weighted, bound) > 0.72, `bound share ${share(weighted, bound)}`);
+    assert.ok(share(weighted, ["count"]) > 0.05 && share(weighted, ["count"]) < 0.12, "count share");
+    // null: the first four rounds are one question of each type, as held-out pictures are asked
+    const typeOf = (f: string) =>
+      ({
+        colorOfPlace: "color",
+        colorOfShape: "color",
+        shapeOfPlace: "shape",
+        shapeOfColor: "shape",
+        where: "position",
+        count: "count",
+      })[f];
+    const plain = buildDemoData({ trainImages: 300, evalImages: 0, seed: 6, questionWeights: null });
+    for (const fs of forms(plain))
+      assert.deepEqual(new Set(fs.map(typeOf)), new Set(["color", "shape", "position", "count"]));
+    assert.ok(share(forms(plain).flat(), bound) < share(weighted, bound) - 0.12);
+    assert.throws(
+      () => buildDemoData({ trainImages: 2, questionWeights: { colour: 1 } as never }),
+      /questionWeights.colour = 1; expected a finite weight ≥ 0 for one of count, where,/,
+    );
+    assert.throws(
+      () => buildDemoData({ trainImages: 2, questionWeights: { where: -1 } }),
+      /questionWeights.where = -1/,
+    );
+    assert.throws(
+      () => buildDemoData({ trainImages: 2, questionWeights: { where: 0 } }),
+      /some question form a weight > 0/,
+    );
   });
 
   test("training pictures are mostly multi-shape (singleShapeShare); held-out ones keep 1–3 shapes uniformly", () => {

@@ -9,14 +9,31 @@ import { POSITION_NAMES, type PositionName, pick, type Scene, type SceneObject, 
 export const QUESTION_TYPES = ["color", "shape", "count", "position"] as const;
 export type QuestionType = (typeof QUESTION_TYPES)[number];
 
+/** What a question is keyed by and asks for: `count`, `where` (an object named by colour and shape → its place),
+ * `colorOfPlace` / `shapeOfPlace` (a place → its shape's colour or form), `colorOfShape` (a form → its colour),
+ * `shapeOfColor` (a colour → its form). */
+export const QUESTION_FORMS = [
+  "count",
+  "where",
+  "colorOfPlace",
+  "shapeOfPlace",
+  "colorOfShape",
+  "shapeOfColor",
+] as const;
+export type QuestionForm = (typeof QUESTION_FORMS)[number];
+
 export interface QuestionAnswer {
   type: QuestionType;
+  form: QuestionForm;
   question: string;
   /** one lowercase word: a colour, a shape, a position, or a count in digits */
   answer: string;
   /** the answer as a sentence that first restates what the question asks about, e.g. "The shape on the left is red."
    * (the `sentence` answer style) */
   reply: string;
+  /** the `object` answer style's reply: a question keyed by place is answered with the whole object there ("The
+   * shape on the left is a red circle."), whether it asks for the colour or the form; other questions as `reply` */
+  objectReply: string;
 }
 
 /** How captions and questions refer to a position. */
@@ -85,50 +102,72 @@ export function sceneQuestions(scene: Scene): QuestionAnswer[] {
   const out: QuestionAnswer[] = [];
   const n = objs.length;
   const countReply = n === 1 ? "There is 1 shape." : `There are ${n} shapes.`;
-  out.push({ type: "count", question: "How many shapes are there?", answer: String(n), reply: countReply });
-  out.push({ type: "count", question: "How many shapes are in the picture?", answer: String(n), reply: countReply });
+  const count = {
+    type: "count",
+    form: "count",
+    answer: String(n),
+    reply: countReply,
+    objectReply: countReply,
+  } as const;
+  out.push({ ...count, question: "How many shapes are there?" });
+  out.push({ ...count, question: "How many shapes are in the picture?" });
   for (const o of objs) {
     const place = PLACE_PHRASE[o.position];
     const a = article(o.shape);
     out.push({
       type: "position",
+      form: "where",
       question: `Where is the ${o.color} ${o.shape}?`,
       answer: o.position,
       reply: `The ${o.color} ${o.shape} is ${place}.`,
+      objectReply: `The ${o.color} ${o.shape} is ${place}.`,
     });
     out.push({
       type: "color",
+      form: "colorOfPlace",
       question: `What color is the shape ${place}?`,
       answer: o.color,
       reply: `The shape ${place} is ${o.color}.`,
+      objectReply: `The shape ${place} is ${named(o)}.`,
     });
     out.push({
       type: "shape",
+      form: "shapeOfPlace",
       question: `What shape is ${place}?`,
       answer: o.shape,
       reply: `The shape ${place} is ${a} ${o.shape}.`,
+      objectReply: `The shape ${place} is ${named(o)}.`,
     });
     if (objs.filter((p) => p.shape === o.shape).length === 1)
       out.push({
         type: "color",
+        form: "colorOfShape",
         question: `What color is the ${o.shape}?`,
         answer: o.color,
         reply: `The ${o.shape} is ${o.color}.`,
+        objectReply: `The ${o.shape} is ${o.color}.`,
       });
     if (objs.filter((p) => p.color === o.color).length === 1)
       out.push({
         type: "shape",
+        form: "shapeOfColor",
         question: `What shape is the ${o.color} object?`,
         answer: o.shape,
         reply: `The ${o.color} object is ${a} ${o.shape}.`,
+        objectReply: `The ${o.color} object is ${a} ${o.shape}.`,
       });
   }
   return out;
 }
 
-/** `k` distinct questions about the scene: the first ones cover the question types in a random order (one each),
- * further ones are drawn from what is left. */
-export function sampleQuestions(scene: Scene, rng: Rng, k: number): QuestionAnswer[] {
+/** Relative weights of the question forms in training conversations (a form missing from the record weighs 0). */
+export type QuestionWeights = Partial<Record<QuestionForm, number>>;
+
+/** `k` distinct questions about the scene. Without weights the first ones cover the question types in a random order
+ * (one each) and further ones are drawn from what is left. With weights each round first draws a form in proportion
+ * to its weight among the forms that still have a question for this scene (all of them equally when none of those
+ * weighs anything), then one question of that form. */
+export function sampleQuestions(scene: Scene, rng: Rng, k: number, weights?: QuestionWeights): QuestionAnswer[] {
   const all = sceneQuestions(scene);
   const chosen: QuestionAnswer[] = [];
   const take = (pool: QuestionAnswer[]) => {
@@ -136,6 +175,26 @@ export function sampleQuestions(scene: Scene, rng: Rng, k: number): QuestionAnsw
     chosen.push(q);
     all.splice(all.indexOf(q), 1);
   };
+  if (weights) {
+    while (chosen.length < k && all.length > 0) {
+      const forms = QUESTION_FORMS.filter((f) => all.some((q) => q.form === f));
+      const w = forms.map((f) => weights[f] ?? 0);
+      const total = w.reduce((a, b) => a + b, 0);
+      let form = forms[forms.length - 1] as QuestionForm;
+      if (total > 0) {
+        let u = uniform(rng) * total;
+        for (let i = 0; i < forms.length; i++) {
+          u -= w[i] as number;
+          if (u < 0) {
+            form = forms[i] as QuestionForm;
+            break;
+          }
+        }
+      } else form = pick(rng, forms);
+      take(all.filter((q) => q.form === form));
+    }
+    return chosen;
+  }
   for (const t of rng.permutation(QUESTION_TYPES.length).map((i) => QUESTION_TYPES[i] as QuestionType)) {
     if (chosen.length >= k) break;
     const pool = all.filter((q) => q.type === t);
