@@ -137,7 +137,7 @@ export interface DemoDataFiles {
  *   85.1%. Each failing run missed a different binding.
  * - the same with `object` answers (colour and form by place become one task, the one the place-scan captions also
  *   teach), 2,200 steps: seeds 3, 4: 98.5%, 87.9%. The full demo (seed 0, 2 threads): 95.0% with 400 + 2,200 steps
- *   (629 s, past the budget), 91.8% with 300 + 1,900 (511 s). */
+ *   (629 s, past the budget), 91.8% with 300 + 1,900 (511 s); that recipe on seeds 1, 2 (1 thread): 94.9%, 89.1%. */
 export const DEMO_DATA_DEFAULTS = {
   turnsPerSample: 4,
   singleShapeShare: 0.1,
