@@ -160,7 +160,7 @@ export async function demo(o: DemoFlags): Promise<void> {
       (
         await pipe.generate(
           items.map((it) => ({ prompt: pipe.questionPrompt(it.question, true), images: [it.imagePath] })),
-          // the longest reply, "The shape in the center is a triangle." + EOS, is 10 tokens
+          // the longest reply, "The shape at the bottom is an orange triangle." + EOS, is 11 tokens
           { maxNewTokens: 16 },
         )
       ).map((a) => a.text),

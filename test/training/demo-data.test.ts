@@ -362,18 +362,15 @@ describe("demo captions and questions", () => {
   });
 
   test("training rounds follow questionWeights; null gives one question per type first; bad weights are refused", () => {
-    const formOf = (q: string) =>
-      /^How many/.test(q)
-        ? "count"
-        : /^Where is/.test(q)
-          ? "where"
-          : /^What color is the shape /.test(q)
-            ? "colorOfPlace"
-            : /^What color is the /.test(q)
-              ? "colorOfShape"
-              : / object\?$/.test(q)
-                ? "shapeOfColor"
-                : "shapeOfPlace";
+    const FORMS: [RegExp, string][] = [
+      [/^How many/, "count"],
+      [/^Where is/, "where"],
+      [/^What color is the shape /, "colorOfPlace"],
+      [/^What color is the /, "colorOfShape"],
+      [/ object\?$/, "shapeOfColor"],
+      [/^What shape is /, "shapeOfPlace"],
+    ];
+    const formOf = (q: string) => FORMS.find(([re]) => re.test(q))?.[1] ?? assert.fail(`no form for "${q}"`);
     const forms = (data: DemoData) => data.finetune.map((r) => qaPairs(r).map((p) => formOf(p.q)));
     // only where-questions weigh anything: every object's where-question comes before any other question
     const onlyWhere = buildDemoData({ trainImages: 400, evalImages: 0, seed: 6, questionWeights: { where: 1 } });

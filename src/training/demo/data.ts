@@ -256,7 +256,7 @@ export function buildDemoData(opts: DemoDataOptions = {}): DemoData {
 }
 
 const replyOf = (qa: QuestionAnswer, style: AnswerStyle) =>
-  style === "sentence" ? qa.reply : style === "object" ? qa.objectReply : qa.answer;
+  style === "sentence" ? qa.reply : style === "object" ? (qa.objectReply ?? qa.reply) : qa.answer;
 
 function rounds(qas: QuestionAnswer[], style: AnswerStyle): LlavaRecord["conversations"] {
   return qas.flatMap((qa, k) => [

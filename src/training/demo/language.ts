@@ -31,9 +31,9 @@ export interface QuestionAnswer {
   /** the answer as a sentence that first restates what the question asks about, e.g. "The shape on the left is red."
    * (the `sentence` answer style) */
   reply: string;
-  /** the `object` answer style's reply: a question keyed by place is answered with the whole object there ("The
-   * shape on the left is a red circle."), whether it asks for the colour or the form; other questions as `reply` */
-  objectReply: string;
+  /** the `object` answer style's reply where it differs from `reply`: a question keyed by place is answered with the
+   * whole object there ("The shape on the left is a red circle."), whether it asks for the colour or the form */
+  objectReply?: string;
 }
 
 /** How captions and questions refer to a position. */
@@ -102,13 +102,7 @@ export function sceneQuestions(scene: Scene): QuestionAnswer[] {
   const out: QuestionAnswer[] = [];
   const n = objs.length;
   const countReply = n === 1 ? "There is 1 shape." : `There are ${n} shapes.`;
-  const count = {
-    type: "count",
-    form: "count",
-    answer: String(n),
-    reply: countReply,
-    objectReply: countReply,
-  } as const;
+  const count = { type: "count", form: "count", answer: String(n), reply: countReply } as const;
   out.push({ ...count, question: "How many shapes are there?" });
   out.push({ ...count, question: "How many shapes are in the picture?" });
   for (const o of objs) {
@@ -120,7 +114,6 @@ export function sceneQuestions(scene: Scene): QuestionAnswer[] {
       question: `Where is the ${o.color} ${o.shape}?`,
       answer: o.position,
       reply: `The ${o.color} ${o.shape} is ${place}.`,
-      objectReply: `The ${o.color} ${o.shape} is ${place}.`,
     });
     out.push({
       type: "color",
@@ -145,7 +138,6 @@ export function sceneQuestions(scene: Scene): QuestionAnswer[] {
         question: `What color is the ${o.shape}?`,
         answer: o.color,
         reply: `The ${o.shape} is ${o.color}.`,
-        objectReply: `The ${o.shape} is ${o.color}.`,
       });
     if (objs.filter((p) => p.color === o.color).length === 1)
       out.push({
@@ -154,7 +146,6 @@ export function sceneQuestions(scene: Scene): QuestionAnswer[] {
         question: `What shape is the ${o.color} object?`,
         answer: o.shape,
         reply: `The ${o.color} object is ${a} ${o.shape}.`,
-        objectReply: `The ${o.color} object is ${a} ${o.shape}.`,
       });
   }
   return out;
